@@ -1,0 +1,4 @@
+//! helpdesk-mail-operator: keeps helpdesk tenants' mail deliverable by verifying that each
+//! tenant's SPF record authorizes the provider's SMTP egress and that DMARC would accept it.
+
+pub mod alignment;
