@@ -2,3 +2,5 @@
 //! tenant's SPF record authorizes the provider's SMTP egress and that DMARC would accept it.
 
 pub mod alignment;
+pub mod cli;
+pub mod controller;
