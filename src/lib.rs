@@ -4,3 +4,4 @@
 pub mod alignment;
 pub mod cli;
 pub mod controller;
+pub mod dns;
