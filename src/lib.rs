@@ -4,4 +4,5 @@
 pub mod alignment;
 pub mod cli;
 pub mod controller;
+pub mod dmarc;
 pub mod dns;
