@@ -2,6 +2,7 @@
 //! tenant's SPF record authorizes the provider's SMTP egress and that DMARC would accept it.
 
 pub mod alignment;
+pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod dmarc;
