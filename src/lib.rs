@@ -7,3 +7,4 @@ pub mod cli;
 pub mod controller;
 pub mod dmarc;
 pub mod dns;
+pub mod spf;
