@@ -1,8 +1,32 @@
 //! Alignment analysis: given the provider and one sender, the verdict of design §5.
 //!
-//! The types here are the contract between the SPF/DMARC engine and the controller.
+//! The types here are the contract between the SPF/DMARC engine and the controller. The
+//! decisions are pure functions ([`decide_verdict`], [`suggest_record`]); the DNS facts they
+//! decide on are gathered by `check_sender`.
+//!
+//! # Choices
+//!
+//! - **MAIL FROM.** SPF is evaluated with the identity `<local part of the From address>@<envelope
+//!   domain>`: when the envelope domain is the address's own domain that is exactly the MAIL
+//!   FROM the provider's SMTP sends, and for a separate bounce domain it is the closest guess we
+//!   have (the provider's real local part is often a per-message VERP token). Only records that
+//!   use the `%{s}` or `%{l}` macros can see the difference.
+//! - **Suggested record.** `include:<provider>` goes right before the first `all` term (so it is
+//!   evaluated before the catch-all answers); with no `all` but a `redirect=`, right before the
+//!   `redirect=` (mechanisms are evaluated before the redirect); with neither, after the last
+//!   mechanism. Nothing is removed or reordered and the rest of the text is kept byte for byte.
+//!   A domain without any SPF record gets `v=spf1 include:<provider> ~all`: `~all` rather than
+//!   `-all` because we do not know the tenant's other senders, and a soft fail still fails
+//!   DMARC for everyone else, which is what protects the domain.
 
 use std::net::IpAddr;
+
+use crate::dmarc::AlignmentMode;
+
+/// RFC 7208 §4.6.4: DNS-querying terms allowed in one evaluation.
+pub const LOOKUP_LIMIT: u32 = 10;
+/// Design §6: a record longer than this risks truncated answers.
+pub const RECORD_SIZE_LIMIT: usize = 450;
 
 /// The provider's side of the check (operator-wide configuration, design §3).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,7 +58,30 @@ pub enum SpfResult {
     Permerror,
 }
 
+impl SpfResult {
+    /// The RFC 7208 name, lower case.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpfResult::None => "none",
+            SpfResult::Neutral => "neutral",
+            SpfResult::Pass => "pass",
+            SpfResult::Fail => "fail",
+            SpfResult::Softfail => "softfail",
+            SpfResult::Temperror => "temperror",
+            SpfResult::Permerror => "permerror",
+        }
+    }
+}
+
+impl std::fmt::Display for SpfResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why a sender is definitively unaligned.
+///
+/// The variant names are CamelCase status reasons (see [`UnalignedReason::as_str`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum UnalignedReason {
     /// The envelope domain publishes no SPF record.
@@ -47,12 +94,29 @@ pub enum UnalignedReason {
     DomainNotAligned,
 }
 
+impl UnalignedReason {
+    /// The reason as a CamelCase constant, for conditions.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnalignedReason::NoSpfRecord => "NoSpfRecord",
+            UnalignedReason::SpfPermError => "SpfPermError",
+            UnalignedReason::ProviderNotAuthorized => "ProviderNotAuthorized",
+            UnalignedReason::DomainNotAligned => "DomainNotAligned",
+        }
+    }
+}
+
 /// One check's verdict for one sender (design §5).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Aligned,
-    Unaligned { reason: UnalignedReason, message: String },
-    TemporaryFailure { message: String },
+    Unaligned {
+        reason: UnalignedReason,
+        message: String,
+    },
+    TemporaryFailure {
+        message: String,
+    },
 }
 
 /// The SPF result for one provider egress address.
@@ -116,4 +180,518 @@ pub struct SenderCheck {
     pub dmarc: DmarcReport,
     /// Present when the provider include is missing from the tree.
     pub suggested_record: Option<SuggestedRecord>,
+}
+
+/// Whether the envelope domain aligns with the From domain, as far as DNS told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DomainAlignment {
+    Aligned,
+    NotAligned,
+    /// The DMARC policy could not be fetched and the answer depends on its `aspf`.
+    Unknown,
+}
+
+/// The domain of an email address: the text after the last `@` (RFC 5321 local parts may
+/// hold a quoted `@`). `None` when there is no `@` or nothing after it.
+pub fn address_domain(address: &str) -> Option<&str> {
+    match address.rsplit_once('@') {
+        Some((_, domain)) if !domain.is_empty() => Some(domain),
+        _ => None,
+    }
+}
+
+/// The MAIL FROM identity SPF is evaluated with (see the module documentation).
+pub fn mail_from(address: &str, envelope_domain: &str) -> String {
+    match address.rsplit_once('@') {
+        Some((local, _)) if !local.is_empty() => format!("{local}@{envelope_domain}"),
+        _ => format!("postmaster@{envelope_domain}"),
+    }
+}
+
+/// Alignment of `envelope` with `from` when the DMARC `aspf` mode is `mode`, or unknown
+/// (`None`) because the policy could not be fetched.
+pub fn domain_alignment(
+    envelope: &str,
+    from: &str,
+    mode: Option<AlignmentMode>,
+) -> DomainAlignment {
+    let check = |m| crate::dmarc::domains_align(envelope, from, m);
+    let result = match mode {
+        Some(mode) => check(mode),
+        None => {
+            let (strict, relaxed) = (check(AlignmentMode::Strict), check(AlignmentMode::Relaxed));
+            if strict != relaxed {
+                return DomainAlignment::Unknown;
+            }
+            strict
+        }
+    };
+    if result {
+        DomainAlignment::Aligned
+    } else {
+        DomainAlignment::NotAligned
+    }
+}
+
+fn list_ips(results: &[&IpResult]) -> String {
+    results
+        .iter()
+        .map(|r| r.ip.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The verdict of design §5 from the per-address SPF results and the domain alignment.
+///
+/// A definitive failure wins over a temporary one: any `none`, `permerror`, `fail`,
+/// `softfail` or `neutral`, or domains that do not align, make the sender Unaligned even when
+/// other lookups failed temporarily. With no egress address at all there is nothing to verify
+/// and the verdict is a temporary failure, which never switches a sender.
+pub fn decide_verdict(
+    envelope_domain: &str,
+    from_domain: &str,
+    results: &[IpResult],
+    alignment: DomainAlignment,
+    mode: Option<AlignmentMode>,
+) -> Verdict {
+    let with = |wanted: &[SpfResult]| -> Vec<&IpResult> {
+        results
+            .iter()
+            .filter(|r| wanted.contains(&r.result))
+            .collect()
+    };
+    let none = with(&[SpfResult::None]);
+    if !none.is_empty() {
+        return Verdict::Unaligned {
+            reason: UnalignedReason::NoSpfRecord,
+            message: format!("{envelope_domain} publishes no SPF record"),
+        };
+    }
+    let perm = with(&[SpfResult::Permerror]);
+    if !perm.is_empty() {
+        return Verdict::Unaligned {
+            reason: UnalignedReason::SpfPermError,
+            message: format!(
+                "the SPF record of {envelope_domain} is invalid or exceeds a limit (permerror)"
+            ),
+        };
+    }
+    let denied = with(&[SpfResult::Fail, SpfResult::Softfail, SpfResult::Neutral]);
+    if !denied.is_empty() {
+        let mut outcomes: Vec<&str> = denied.iter().map(|r| r.result.as_str()).collect();
+        outcomes.sort_unstable();
+        outcomes.dedup();
+        return Verdict::Unaligned {
+            reason: UnalignedReason::ProviderNotAuthorized,
+            message: format!(
+                "the SPF record of {envelope_domain} does not authorize {} ({})",
+                list_ips(&denied),
+                outcomes.join(", ")
+            ),
+        };
+    }
+    if alignment == DomainAlignment::NotAligned {
+        let mode = mode.unwrap_or_default();
+        return Verdict::Unaligned {
+            reason: UnalignedReason::DomainNotAligned,
+            message: format!(
+                "envelope domain {envelope_domain} does not align with {from_domain} under {mode} SPF alignment"
+            ),
+        };
+    }
+    let temp = with(&[SpfResult::Temperror]);
+    if !temp.is_empty() {
+        return Verdict::TemporaryFailure {
+            message: format!(
+                "SPF of {envelope_domain} could not be evaluated for {}: DNS failed temporarily",
+                list_ips(&temp)
+            ),
+        };
+    }
+    if alignment == DomainAlignment::Unknown {
+        return Verdict::TemporaryFailure {
+            message: format!(
+                "the DMARC policy of {from_domain} could not be fetched, so alignment of {envelope_domain} is unknown"
+            ),
+        };
+    }
+    if results.is_empty() {
+        return Verdict::TemporaryFailure {
+            message: "no provider egress address is configured".to_string(),
+        };
+    }
+    Verdict::Aligned
+}
+
+/// Whether a term of an SPF record is the `all` mechanism (any qualifier, any case).
+fn is_all_term(word: &str) -> bool {
+    let bare = word.trim_start_matches(['+', '-', '~', '?']);
+    bare.eq_ignore_ascii_case("all") && word.len() - bare.len() <= 1
+}
+
+/// Whether a term is a modifier (`name=value`), per RFC 7208 §4.6.1.
+fn is_modifier(word: &str) -> bool {
+    let name_len = word
+        .bytes()
+        .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        .count();
+    name_len > 0
+        && word.as_bytes().get(name_len) == Some(&b'=')
+        && word.as_bytes()[0].is_ascii_alphabetic()
+}
+
+/// The byte offsets and text of each space-separated term, the version included.
+fn terms_with_offsets(record: &str) -> Vec<(usize, &str)> {
+    let mut out = Vec::new();
+    let mut start = None;
+    for (i, c) in record.char_indices() {
+        match (c == ' ', start) {
+            (true, Some(s)) => {
+                out.push((s, &record[s..i]));
+                start = None;
+            }
+            (false, None) => start = Some(i),
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        out.push((s, &record[s..]));
+    }
+    out
+}
+
+/// Inserts `include:<provider>` into `record` (see the module documentation for where).
+pub fn insert_include(record: &str, provider_domain: &str) -> String {
+    let include = format!("include:{provider_domain}");
+    let terms = terms_with_offsets(record);
+    let body = terms.iter().skip(1);
+    let before = body
+        .clone()
+        .find(|(_, t)| is_all_term(t))
+        .or_else(|| {
+            body.clone().find(|(_, t)| {
+                t.get(..9)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("redirect="))
+            })
+        })
+        .map(|(offset, _)| *offset);
+    match before {
+        Some(offset) => format!("{}{include} {}", &record[..offset], &record[offset..]),
+        None => {
+            // After the last mechanism, or after the version when there is none.
+            let after = body
+                .rev()
+                .find(|(_, t)| !is_modifier(t))
+                .or(terms.first())
+                .map(|(offset, t)| offset + t.len());
+            match after {
+                Some(end) => format!("{} {include}{}", &record[..end], &record[end..]),
+                None => format!("v=spf1 {include} ~all"),
+            }
+        }
+    }
+}
+
+/// The fix of design §6: the tenant's record (or none) with the provider include added.
+///
+/// `current_lookups` is the DNS-querying terms the current record needs at most, and
+/// `provider_lookups` those of the provider's own record tree; the suggestion needs both plus
+/// one for the include itself.
+pub fn suggest_record(
+    current: Option<&str>,
+    provider_domain: &str,
+    current_lookups: u32,
+    provider_lookups: u32,
+) -> SuggestedRecord {
+    let provider_domain = provider_domain.trim_end_matches('.');
+    let record = match current {
+        Some(text) => insert_include(text, provider_domain),
+        None => format!("v=spf1 include:{provider_domain} ~all"),
+    };
+    let lookups = current_lookups
+        .saturating_add(1)
+        .saturating_add(provider_lookups);
+    let warning = (lookups > LOOKUP_LIMIT).then(|| {
+        format!(
+            "this record needs {lookups} DNS lookups, over the limit of {LOOKUP_LIMIT}: receivers \
+             would answer permerror; replace includes you no longer need, or mechanisms such \
+             as a and mx, with ip4/ip6 ranges first"
+        )
+    });
+    let record_len = record.len();
+    let warning = match warning {
+        None if record_len > RECORD_SIZE_LIMIT => Some(format!(
+            "this record is {record_len} bytes, over {RECORD_SIZE_LIMIT}: answers may be truncated"
+        )),
+        other => other,
+    };
+    SuggestedRecord {
+        record,
+        lookups,
+        warning,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("test address")
+    }
+
+    fn results(pairs: &[(&str, SpfResult)]) -> Vec<IpResult> {
+        pairs
+            .iter()
+            .map(|(addr, result)| IpResult {
+                ip: ip(addr),
+                result: *result,
+            })
+            .collect()
+    }
+
+    const ENV: &str = "customer.example";
+
+    fn verdict(pairs: &[(&str, SpfResult)], alignment: DomainAlignment) -> Verdict {
+        decide_verdict(
+            ENV,
+            ENV,
+            &results(pairs),
+            alignment,
+            Some(AlignmentMode::Relaxed),
+        )
+    }
+
+    fn reason(v: &Verdict) -> Option<UnalignedReason> {
+        match v {
+            Verdict::Unaligned { reason, .. } => Some(*reason),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn every_address_passing_and_aligned_is_aligned() {
+        let v = verdict(
+            &[
+                ("192.0.2.1", SpfResult::Pass),
+                ("2001:db8::1", SpfResult::Pass),
+            ],
+            DomainAlignment::Aligned,
+        );
+        assert_eq!(v, Verdict::Aligned);
+    }
+
+    #[test]
+    fn any_definitive_failure_is_unaligned() {
+        use SpfResult::*;
+        for (bad, expected) in [
+            (Fail, UnalignedReason::ProviderNotAuthorized),
+            (Softfail, UnalignedReason::ProviderNotAuthorized),
+            (Neutral, UnalignedReason::ProviderNotAuthorized),
+            (None, UnalignedReason::NoSpfRecord),
+            (Permerror, UnalignedReason::SpfPermError),
+        ] {
+            let v = verdict(
+                &[("192.0.2.1", Pass), ("192.0.2.2", bad)],
+                DomainAlignment::Aligned,
+            );
+            assert_eq!(reason(&v), Some(expected), "{bad:?}: {v:?}");
+        }
+    }
+
+    #[test]
+    fn failure_message_names_the_addresses_and_results() {
+        let v = verdict(
+            &[
+                ("192.0.2.1", SpfResult::Softfail),
+                ("192.0.2.2", SpfResult::Pass),
+            ],
+            DomainAlignment::Aligned,
+        );
+        match v {
+            Verdict::Unaligned { message, .. } => {
+                assert!(message.contains("192.0.2.1"), "{message}");
+                assert!(message.contains("softfail"), "{message}");
+                assert!(!message.contains("192.0.2.2"), "{message}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn definitive_failure_wins_over_temperror() {
+        let v = verdict(
+            &[
+                ("192.0.2.1", SpfResult::Temperror),
+                ("192.0.2.2", SpfResult::Fail),
+            ],
+            DomainAlignment::Aligned,
+        );
+        assert_eq!(reason(&v), Some(UnalignedReason::ProviderNotAuthorized));
+        let v = verdict(
+            &[("192.0.2.1", SpfResult::Temperror)],
+            DomainAlignment::NotAligned,
+        );
+        assert_eq!(reason(&v), Some(UnalignedReason::DomainNotAligned));
+    }
+
+    #[test]
+    fn temperror_without_definitive_failure_is_temporary() {
+        let v = verdict(
+            &[
+                ("192.0.2.1", SpfResult::Temperror),
+                ("192.0.2.2", SpfResult::Pass),
+            ],
+            DomainAlignment::Aligned,
+        );
+        assert!(matches!(v, Verdict::TemporaryFailure { .. }), "{v:?}");
+        let v = verdict(&[("192.0.2.1", SpfResult::Pass)], DomainAlignment::Unknown);
+        assert!(matches!(v, Verdict::TemporaryFailure { .. }), "{v:?}");
+    }
+
+    #[test]
+    fn no_egress_address_is_no_verdict() {
+        let v = verdict(&[], DomainAlignment::Aligned);
+        assert!(matches!(v, Verdict::TemporaryFailure { .. }), "{v:?}");
+    }
+
+    #[test]
+    fn unaligned_domains_name_the_mode() {
+        let v = decide_verdict(
+            "bounce.customer.example",
+            "customer.example",
+            &results(&[("192.0.2.1", SpfResult::Pass)]),
+            DomainAlignment::NotAligned,
+            Some(AlignmentMode::Strict),
+        );
+        match v {
+            Verdict::Unaligned { reason, message } => {
+                assert_eq!(reason, UnalignedReason::DomainNotAligned);
+                assert!(message.contains("strict"), "{message}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn alignment_with_unknown_policy() {
+        use DomainAlignment::*;
+        assert_eq!(domain_alignment("a.example", "a.example", None), Aligned);
+        assert_eq!(domain_alignment("b.a.example", "a.example", None), Unknown);
+        assert_eq!(domain_alignment("b.example", "a.example", None), NotAligned);
+        assert_eq!(
+            domain_alignment("b.a.example", "a.example", Some(AlignmentMode::Strict)),
+            NotAligned
+        );
+        assert_eq!(
+            domain_alignment("b.a.example", "a.example", Some(AlignmentMode::Relaxed)),
+            Aligned
+        );
+    }
+
+    #[test]
+    fn addresses_and_mail_from() {
+        assert_eq!(
+            address_domain("support@customer.example"),
+            Some("customer.example")
+        );
+        assert_eq!(
+            address_domain("\"a@b\"@customer.example"),
+            Some("customer.example")
+        );
+        assert_eq!(address_domain("nobody"), None);
+        assert_eq!(address_domain("x@"), None);
+        assert_eq!(
+            mail_from("support@customer.example", "bounce.customer.example"),
+            "support@bounce.customer.example"
+        );
+        assert_eq!(
+            mail_from("@x", "customer.example"),
+            "postmaster@customer.example"
+        );
+    }
+
+    const P: &str = "spf.provider.example";
+
+    #[test]
+    fn include_goes_before_all() {
+        assert_eq!(
+            insert_include("v=spf1 mx -all", P),
+            "v=spf1 mx include:spf.provider.example -all"
+        );
+        assert_eq!(
+            insert_include("v=spf1 ip4:192.0.2.0/24 ~ALL exp=why.customer.example", P),
+            "v=spf1 ip4:192.0.2.0/24 include:spf.provider.example ~ALL exp=why.customer.example"
+        );
+        // Text after `all` stays where it is.
+        assert_eq!(
+            insert_include("v=spf1 ?all a", P),
+            "v=spf1 include:spf.provider.example ?all a"
+        );
+    }
+
+    #[test]
+    fn include_goes_before_redirect_without_all() {
+        assert_eq!(
+            insert_include("v=spf1 a redirect=_spf.customer.example", P),
+            "v=spf1 a include:spf.provider.example redirect=_spf.customer.example"
+        );
+        assert_eq!(
+            insert_include("v=spf1 redirect=_spf.customer.example", P),
+            "v=spf1 include:spf.provider.example redirect=_spf.customer.example"
+        );
+    }
+
+    #[test]
+    fn include_goes_after_the_last_mechanism_otherwise() {
+        assert_eq!(
+            insert_include("v=spf1 a mx exp=x.customer.example", P),
+            "v=spf1 a mx include:spf.provider.example exp=x.customer.example"
+        );
+        assert_eq!(
+            insert_include("v=spf1", P),
+            "v=spf1 include:spf.provider.example"
+        );
+        assert_eq!(
+            insert_include("v=spf1  a   mx ", P),
+            "v=spf1  a   mx include:spf.provider.example "
+        );
+    }
+
+    #[test]
+    fn nothing_is_removed() {
+        for record in [
+            "v=spf1 mx -all",
+            "v=spf1  a:x.example  ~all  ",
+            "v=spf1 redirect=a.example",
+            "v=spf1 a exp=e.example",
+        ] {
+            let suggested = insert_include(record, P);
+            let mut rest: Vec<&str> = suggested.split(' ').collect();
+            let index = rest
+                .iter()
+                .position(|t| *t == "include:spf.provider.example")
+                .expect("inserted");
+            rest.remove(index);
+            assert_eq!(rest.join(" "), record, "{suggested}");
+        }
+    }
+
+    #[test]
+    fn a_domain_without_record_gets_a_new_one() {
+        let s = suggest_record(None, "spf.provider.example.", 0, 2);
+        assert_eq!(s.record, "v=spf1 include:spf.provider.example ~all");
+        assert_eq!(s.lookups, 3);
+        assert_eq!(s.warning, Option::None);
+    }
+
+    #[test]
+    fn lookups_past_ten_warn() {
+        let s = suggest_record(Some("v=spf1 a mx -all"), P, 8, 1);
+        assert_eq!(s.lookups, 10);
+        assert_eq!(s.warning, Option::None);
+        let s = suggest_record(Some("v=spf1 a mx -all"), P, 8, 2);
+        assert_eq!(s.lookups, 11);
+        assert!(s.warning.expect("warns").contains("11 DNS lookups"));
+    }
 }
