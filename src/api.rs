@@ -33,6 +33,8 @@ pub mod condition {
 /// provider's SMTP egress and that DMARC would accept the mail; while a sender is not aligned,
 /// its mail settings switch to the provider's fallback sender with Reply-To set to the tenant's
 /// address, and switch back once alignment has held long enough.
+// Printer columns repeat `type_`; the lint mistakes them for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "mail.helpdesk.io",

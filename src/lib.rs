@@ -5,6 +5,7 @@ pub mod alignment;
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod decide;
 pub mod dmarc;
 pub mod dns;
 pub mod spf;

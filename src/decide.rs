@@ -1,0 +1,1549 @@
+//! The decision of one reconcile, as a pure function (design §5, §7).
+//!
+//! Input: the tenant's spec, its previous status, this round's checks (if a check ran), the
+//! time, and the operator's defaults. Output: the desired status, whether it differs from the
+//! previous one in anything but timestamps, the desired mail-settings ConfigMap data, the
+//! Events to emit and when to check next. No client, no DNS, no clock.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::alignment::{SenderCheck, SpfResult, UnalignedReason, Verdict};
+use crate::api::{
+    DmarcStatus, HelpdeskTenantSpec, HelpdeskTenantStatus, Mode, SenderState, SenderStatus,
+    SendingAs, SpfStatus, SuggestedRecordStatus, condition, parse_duration,
+};
+
+/// ConfigMap keys the operator owns (design §7).
+pub mod keys {
+    pub const SENDER_MODE: &str = "sender-mode";
+    pub const FROM: &str = "from";
+    pub const REPLY_TO: &str = "reply-to";
+    pub const SENDERS_JSON: &str = "senders.json";
+    /// Every owned key.
+    pub const ALL: [&str; 4] = [SENDER_MODE, FROM, REPLY_TO, SENDERS_JSON];
+}
+
+/// Condition reasons (CamelCase constants).
+pub mod reason {
+    pub const ALIGNED: &str = "Aligned";
+    pub const NOT_CHECKED: &str = "NotChecked";
+    pub const DNS_TEMPORARY_FAILURE: &str = "DnsTemporaryFailure";
+    pub const NO_SPF_RECORD: &str = "NoSpfRecord";
+    pub const SPF_PERM_ERROR: &str = "SpfPermError";
+    pub const PROVIDER_NOT_AUTHORIZED: &str = "ProviderNotAuthorized";
+    pub const DOMAIN_NOT_ALIGNED: &str = "DomainNotAligned";
+    pub const SENDERS_UNALIGNED: &str = "SendersUnaligned";
+    pub const AWAITING_ALIGNMENT: &str = "AwaitingAlignment";
+    pub const TENANT_SENDERS_ACTIVE: &str = "TenantSendersActive";
+    pub const OBSERVE_MODE: &str = "ObserveMode";
+    pub const SUSPENDED: &str = "Suspended";
+    pub const RECONCILED: &str = "Reconciled";
+    pub const AWAITING_FIRST_VERDICT: &str = "AwaitingFirstVerdict";
+}
+
+/// The longest wait for a record's TTL before a sender returns to the tenant's address.
+pub const MAX_VALID_AFTER_DELAY: Duration = Duration::from_secs(3600);
+/// The re-check delay after a first failure (or a temporary failure), when the interval is longer.
+pub const SHORT_RECHECK: Duration = Duration::from_secs(60);
+
+/// Everything one decision looks at.
+#[derive(Clone, Debug)]
+pub struct Input<'a> {
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub generation: Option<i64>,
+    pub spec: &'a HelpdeskTenantSpec,
+    pub previous: Option<&'a HelpdeskTenantStatus>,
+    /// This round's checks, one per sender; `None` when no check ran (not due, or suspended).
+    pub checks: Option<&'a [SenderCheck]>,
+    pub now: Timestamp,
+    /// The operator's `--default-sender` (with `{tenant}` / `{namespace}` placeholders).
+    pub default_sender: &'a str,
+    /// The operator's `--check-interval`.
+    pub default_interval: Duration,
+    /// The `mail.helpdesk.io/recheck` annotation value this round handled.
+    pub recheck: Option<&'a str>,
+}
+
+/// Kind of an Event: one per sender state change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// A sender that sent as the tenant now sends as the fallback sender.
+    FallbackActivated,
+    /// A falling-back sender returned to the tenant's address.
+    TenantSenderRestored,
+    /// A new sender's first verdict is Aligned: it sends as the tenant from now on.
+    TenantSenderActivated,
+    /// Observe mode: the sender would switch to the fallback sender.
+    WouldFallBack,
+    /// Observe mode: the sender would switch to the tenant's address.
+    WouldUseTenantSender,
+    /// The verdict became Aligned without a switch (yet).
+    SenderAligned,
+    /// The verdict became Unaligned without a switch (yet).
+    SenderUnaligned,
+    /// A temporary DNS failure: the sender keeps its current From.
+    DnsTemporaryFailure,
+}
+
+impl EventKind {
+    /// The Event reason (CamelCase).
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::FallbackActivated => "FallbackActivated",
+            Self::TenantSenderRestored => "TenantSenderRestored",
+            Self::TenantSenderActivated => "TenantSenderActivated",
+            Self::WouldFallBack => "WouldFallBack",
+            Self::WouldUseTenantSender => "WouldUseTenantSender",
+            Self::SenderAligned => "SenderAligned",
+            Self::SenderUnaligned => "SenderUnaligned",
+            Self::DnsTemporaryFailure => "DnsTemporaryFailure",
+        }
+    }
+
+    /// Whether the Event is a Warning (else Normal).
+    pub fn is_warning(self) -> bool {
+        matches!(
+            self,
+            Self::FallbackActivated
+                | Self::WouldFallBack
+                | Self::SenderUnaligned
+                | Self::DnsTemporaryFailure
+        )
+    }
+
+    /// Whether mail settings switch to the fallback sender (Enforce mode).
+    pub fn is_switch_to_fallback(self) -> bool {
+        self == Self::FallbackActivated
+    }
+
+    /// Whether mail settings switch to the tenant's address (Enforce mode).
+    pub fn is_switch_to_tenant(self) -> bool {
+        matches!(
+            self,
+            Self::TenantSenderRestored | Self::TenantSenderActivated
+        )
+    }
+}
+
+/// One Event to emit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventPlan {
+    pub kind: EventKind,
+    pub note: String,
+}
+
+/// The outcome of one decision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub status: HelpdeskTenantStatus,
+    /// The status differs from the previous one in more than timestamps.
+    pub status_changed: bool,
+    /// Data of the owned ConfigMap keys; `None` in Observe mode (mail settings untouched).
+    pub config_map: Option<BTreeMap<String, String>>,
+    pub events: Vec<EventPlan>,
+    /// When to check next, from now; `None` while suspended.
+    pub next_check: Option<Duration>,
+}
+
+/// The effective check interval of a tenant.
+pub fn check_interval(spec: &HelpdeskTenantSpec, default: Duration) -> Duration {
+    spec.check_interval
+        .as_deref()
+        .and_then(parse_duration)
+        .filter(|d| !d.is_zero())
+        .unwrap_or(default)
+}
+
+/// The fallback From address of a tenant, placeholders filled in.
+pub fn fallback_sender(
+    spec: &HelpdeskTenantSpec,
+    default: &str,
+    name: &str,
+    namespace: &str,
+) -> String {
+    spec.fallback_sender
+        .as_deref()
+        .unwrap_or(default)
+        .replace("{tenant}", name)
+        .replace("{namespace}", namespace)
+}
+
+/// Decides the desired state of one tenant.
+pub fn decide(input: &Input<'_>) -> Decision {
+    let spec = input.spec;
+    let now = input.now;
+    let enforce = spec.mode == Mode::Enforce;
+    let fallback = fallback_sender(spec, input.default_sender, input.name, input.namespace);
+    let interval = check_interval(spec, input.default_interval);
+    let previous_senders: &[SenderStatus] =
+        input.previous.map(|s| s.senders.as_slice()).unwrap_or(&[]);
+
+    let mut senders = Vec::with_capacity(spec.senders.len());
+    let mut events = Vec::new();
+    for sender in &spec.senders {
+        let envelope = sender
+            .envelope_domain
+            .clone()
+            .unwrap_or_else(|| domain_of(&sender.address).to_owned());
+        let previous = previous_senders.iter().find(|s| {
+            s.address.eq_ignore_ascii_case(&sender.address)
+                && s.envelope_domain.eq_ignore_ascii_case(&envelope)
+        });
+        let check = input.checks.and_then(|checks| {
+            checks
+                .iter()
+                .find(|c| c.address.eq_ignore_ascii_case(&sender.address))
+        });
+        let mut status = previous.cloned().unwrap_or_else(|| SenderStatus {
+            address: sender.address.clone(),
+            envelope_domain: envelope.clone(),
+            state: SenderState::Pending,
+            sending_as: SendingAs::Fallback,
+            effective_from: fallback.clone(),
+            reason: Some(reason::NOT_CHECKED.to_owned()),
+            message: Some("not checked yet; sends as the fallback sender".to_owned()),
+            consecutive_failures: 0,
+            consecutive_successes: 0,
+            valid_after: None,
+            spf: None,
+            dmarc: None,
+            suggested_record: None,
+        });
+        status.address = sender.address.clone();
+        if let Some(check) = check {
+            let event = step(&mut status, check, spec, now, enforce);
+            events.extend(event);
+        }
+        status.effective_from = match status.sending_as {
+            SendingAs::Tenant => status.address.clone(),
+            SendingAs::Fallback => fallback.clone(),
+        };
+        senders.push(status);
+    }
+
+    let checked = input.checks.is_some();
+    let next_check = if spec.suspend {
+        None
+    } else {
+        Some(next_check(&senders, spec, now, interval))
+    };
+    let previous = input.previous.cloned().unwrap_or_default();
+
+    let mut status = HelpdeskTenantStatus {
+        observed_generation: input.generation,
+        last_check_time: if checked {
+            Some(Time(now))
+        } else {
+            previous.last_check_time.clone()
+        },
+        next_check_time: match next_check {
+            Some(after) if checked => Some(Time(add(now, after))),
+            Some(_) => previous.next_check_time.clone(),
+            None => None,
+        },
+        conditions: previous.conditions.clone(),
+        aligned_senders: Some(format!(
+            "{}/{}",
+            senders
+                .iter()
+                .filter(|s| s.state == SenderState::Aligned)
+                .count(),
+            senders.len()
+        )),
+        last_recheck: input
+            .recheck
+            .map(str::to_owned)
+            .or_else(|| previous.last_recheck.clone()),
+        senders,
+    };
+    set_conditions(&mut status, spec, &fallback, input.generation, now);
+    let status_changed = input
+        .previous
+        .is_none_or(|p| !same_ignoring_timestamps(p, &status));
+    let config_map = enforce.then(|| config_map_data(&status.senders));
+
+    Decision {
+        status,
+        status_changed,
+        config_map,
+        events,
+        next_check,
+    }
+}
+
+/// Applies one verdict to one sender (design §5); returns the Event for a state change.
+fn step(
+    status: &mut SenderStatus,
+    check: &SenderCheck,
+    spec: &HelpdeskTenantSpec,
+    now: Timestamp,
+    enforce: bool,
+) -> Option<EventPlan> {
+    let failure_threshold = spec.failure_threshold.max(1);
+    let success_threshold = spec.success_threshold.max(1);
+    let before_state = status.state;
+    let before_sending = status.sending_as;
+    let address = status.address.clone();
+
+    match &check.verdict {
+        Verdict::Aligned => {
+            record_detail(status, check);
+            status.state = SenderState::Aligned;
+            status.reason = Some(reason::ALIGNED.to_owned());
+            status.message = Some(format!(
+                "SPF of {} authorizes every provider address and aligns with the From domain",
+                check.envelope_domain
+            ));
+            status.consecutive_failures = 0;
+            match status.sending_as {
+                SendingAs::Fallback if before_state == SenderState::Pending => {
+                    status.sending_as = SendingAs::Tenant;
+                    status.consecutive_successes = success_threshold;
+                    status.valid_after = None;
+                }
+                SendingAs::Fallback => {
+                    if status.consecutive_successes == 0 || status.valid_after.is_none() {
+                        let ttl = u64::from(check.spf.record_ttl.unwrap_or(0));
+                        let delay = Duration::from_secs(ttl).min(MAX_VALID_AFTER_DELAY);
+                        status.valid_after = Some(Time(add(now, delay)));
+                    }
+                    status.consecutive_successes =
+                        (status.consecutive_successes + 1).min(success_threshold);
+                    let valid = status.valid_after.as_ref().is_none_or(|t| now >= t.0);
+                    if status.consecutive_successes >= success_threshold && valid {
+                        status.sending_as = SendingAs::Tenant;
+                    }
+                }
+                SendingAs::Tenant => {
+                    // Only a falling-back sender counts toward a return; an established one
+                    // stays at the threshold so a steady state writes nothing.
+                    status.consecutive_successes = success_threshold;
+                }
+            }
+        }
+        Verdict::Unaligned {
+            reason: why,
+            message,
+        } => {
+            record_detail(status, check);
+            status.state = SenderState::Unaligned;
+            status.reason = Some(unaligned_reason(*why).to_owned());
+            status.message = Some(clean_message(message, *why, &check.envelope_domain));
+            status.consecutive_successes = 0;
+            status.valid_after = None;
+            status.consecutive_failures = (status.consecutive_failures + 1).min(failure_threshold);
+            if status.sending_as == SendingAs::Tenant
+                && status.consecutive_failures >= failure_threshold
+            {
+                status.sending_as = SendingAs::Fallback;
+            }
+        }
+        Verdict::TemporaryFailure { .. } => {
+            // No verdict: counters, detail and sender stay as they are (RFC 7489 §6.6.2).
+            if status.state != SenderState::Pending {
+                status.state = SenderState::TemporaryFailure;
+            }
+            status.reason = Some(reason::DNS_TEMPORARY_FAILURE.to_owned());
+            status.message = Some(format!(
+                "a DNS lookup for {} failed temporarily; the sender keeps its current From address",
+                check.envelope_domain
+            ));
+        }
+    }
+
+    let kind = match (before_sending, status.sending_as) {
+        (SendingAs::Tenant, SendingAs::Fallback) => Some(if enforce {
+            EventKind::FallbackActivated
+        } else {
+            EventKind::WouldFallBack
+        }),
+        (SendingAs::Fallback, SendingAs::Tenant) if !enforce => {
+            Some(EventKind::WouldUseTenantSender)
+        }
+        (SendingAs::Fallback, SendingAs::Tenant) if before_state == SenderState::Pending => {
+            Some(EventKind::TenantSenderActivated)
+        }
+        (SendingAs::Fallback, SendingAs::Tenant) => Some(EventKind::TenantSenderRestored),
+        _ if before_state == status.state => None,
+        _ => match status.state {
+            SenderState::Aligned => Some(EventKind::SenderAligned),
+            SenderState::Unaligned => Some(EventKind::SenderUnaligned),
+            SenderState::TemporaryFailure => Some(EventKind::DnsTemporaryFailure),
+            SenderState::Pending => None,
+        },
+    }?;
+    let note = match kind {
+        EventKind::FallbackActivated | EventKind::WouldFallBack => format!(
+            "{address} {} the fallback sender after {} unaligned checks: {}",
+            if enforce {
+                "now sends as"
+            } else {
+                "would send as"
+            },
+            status.consecutive_failures,
+            status.message.as_deref().unwrap_or_default()
+        ),
+        EventKind::TenantSenderRestored | EventKind::WouldUseTenantSender => format!(
+            "{address} {} its own address after {} aligned checks",
+            if enforce { "sends as" } else { "would send as" },
+            status.consecutive_successes
+        ),
+        EventKind::TenantSenderActivated => {
+            format!("{address} is aligned and sends as its own address")
+        }
+        EventKind::SenderAligned => format!(
+            "{address} is aligned; it returns to its own address after {success_threshold} aligned checks and the record's TTL"
+        ),
+        EventKind::SenderUnaligned => format!(
+            "{address} is not aligned: {}",
+            status.message.as_deref().unwrap_or_default()
+        ),
+        EventKind::DnsTemporaryFailure => format!(
+            "{address}: {}",
+            status.message.as_deref().unwrap_or_default()
+        ),
+    };
+    Some(EventPlan { kind, note })
+}
+
+fn record_detail(status: &mut SenderStatus, check: &SenderCheck) {
+    let spf = &check.spf;
+    status.spf = Some(SpfStatus {
+        record: spf.record.clone(),
+        record_ttl: spf.record_ttl,
+        results: spf
+            .results
+            .iter()
+            .map(|r| (r.ip.to_string(), spf_result_name(r.result).to_owned()))
+            .collect(),
+        lookups: spf.lookups,
+        void_lookups: spf.void_lookups,
+        provider_include_reachable: spf.provider_include_reachable,
+        warnings: spf.warnings.clone(),
+    });
+    let dmarc = &check.dmarc;
+    status.dmarc = Some(DmarcStatus {
+        record: dmarc.record.clone(),
+        policy_domain: dmarc.policy_domain.clone(),
+        p: dmarc.p.clone(),
+        sp: dmarc.sp.clone(),
+        alignment_mode: if dmarc.aspf == 's' {
+            "strict"
+        } else {
+            "relaxed"
+        }
+        .to_owned(),
+        envelope_aligned: dmarc.envelope_aligned,
+        warnings: dmarc.warnings.clone(),
+    });
+    status.suggested_record = check
+        .suggested_record
+        .as_ref()
+        .map(|s| SuggestedRecordStatus {
+            record: s.record.clone(),
+            lookups: s.lookups,
+            warning: s.warning.clone(),
+        });
+}
+
+/// RFC 7208 result name.
+pub fn spf_result_name(result: SpfResult) -> &'static str {
+    match result {
+        SpfResult::None => "none",
+        SpfResult::Neutral => "neutral",
+        SpfResult::Pass => "pass",
+        SpfResult::Fail => "fail",
+        SpfResult::Softfail => "softfail",
+        SpfResult::Temperror => "temperror",
+        SpfResult::Permerror => "permerror",
+    }
+}
+
+fn unaligned_reason(why: UnalignedReason) -> &'static str {
+    match why {
+        UnalignedReason::NoSpfRecord => reason::NO_SPF_RECORD,
+        UnalignedReason::SpfPermError => reason::SPF_PERM_ERROR,
+        UnalignedReason::ProviderNotAuthorized => reason::PROVIDER_NOT_AUTHORIZED,
+        UnalignedReason::DomainNotAligned => reason::DOMAIN_NOT_ALIGNED,
+    }
+}
+
+/// The engine's sentence, or a fixed one when it is empty or too long to be a sentence.
+fn clean_message(message: &str, why: UnalignedReason, domain: &str) -> String {
+    let message = message.trim();
+    if !message.is_empty() && message.len() <= 300 && !message.contains('\n') {
+        return message.to_owned();
+    }
+    match why {
+        UnalignedReason::NoSpfRecord => format!("{domain} publishes no SPF record"),
+        UnalignedReason::SpfPermError => format!("the SPF record of {domain} is invalid"),
+        UnalignedReason::ProviderNotAuthorized => {
+            format!("the SPF record of {domain} does not authorize every provider address")
+        }
+        UnalignedReason::DomainNotAligned => {
+            format!("{domain} does not align with the From domain under DMARC")
+        }
+    }
+}
+
+fn next_check(
+    senders: &[SenderStatus],
+    spec: &HelpdeskTenantSpec,
+    now: Timestamp,
+    interval: Duration,
+) -> Duration {
+    let short = SHORT_RECHECK.min(interval);
+    let success_threshold = spec.success_threshold.max(1);
+    let mut next = interval;
+    for sender in senders {
+        let wanted = match (sender.sending_as, sender.state) {
+            // A first failure: confirm soon rather than a full interval later.
+            (SendingAs::Tenant, SenderState::Unaligned) => short,
+            (_, SenderState::TemporaryFailure) => short,
+            (_, SenderState::Pending)
+                if sender.reason.as_deref() == Some(reason::DNS_TEMPORARY_FAILURE) =>
+            {
+                short
+            }
+            (SendingAs::Fallback, SenderState::Aligned)
+                if sender.consecutive_successes < success_threshold =>
+            {
+                short
+            }
+            (SendingAs::Fallback, SenderState::Aligned) => {
+                // Threshold reached; waiting for validAfter.
+                let until = sender
+                    .valid_after
+                    .as_ref()
+                    .and_then(|t| Duration::try_from(t.0.duration_since(now)).ok())
+                    .unwrap_or(Duration::ZERO);
+                until.max(Duration::from_secs(1))
+            }
+            _ => interval,
+        };
+        next = next.min(wanted);
+    }
+    next
+}
+
+fn set_conditions(
+    status: &mut HelpdeskTenantStatus,
+    spec: &HelpdeskTenantSpec,
+    fallback: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let senders = &status.senders;
+    let list = |pred: &dyn Fn(&SenderStatus) -> bool| -> Vec<&SenderStatus> {
+        senders.iter().filter(|s| pred(s)).collect()
+    };
+    let unaligned = list(&|s| s.state == SenderState::Unaligned);
+    let temporary = list(&|s| {
+        s.state == SenderState::TemporaryFailure
+            || (s.state == SenderState::Pending
+                && s.reason.as_deref() == Some(reason::DNS_TEMPORARY_FAILURE))
+    });
+    let pending = list(&|s| s.state == SenderState::Pending);
+    let falling_back = list(&|s| s.sending_as == SendingAs::Fallback);
+
+    let aligned = if let Some(first) = unaligned.first() {
+        (
+            "False",
+            first
+                .reason
+                .clone()
+                .unwrap_or_else(|| reason::PROVIDER_NOT_AUTHORIZED.to_owned()),
+            format!(
+                "{} of {} senders unaligned: {}",
+                unaligned.len(),
+                senders.len(),
+                describe(&unaligned)
+            ),
+        )
+    } else if !temporary.is_empty() {
+        (
+            "Unknown",
+            reason::DNS_TEMPORARY_FAILURE.to_owned(),
+            format!(
+                "DNS lookups failed temporarily for {}; current senders are kept",
+                addresses(&temporary)
+            ),
+        )
+    } else if !pending.is_empty() {
+        (
+            "Unknown",
+            reason::NOT_CHECKED.to_owned(),
+            format!("not checked yet: {}", addresses(&pending)),
+        )
+    } else {
+        (
+            "True",
+            reason::ALIGNED.to_owned(),
+            format!(
+                "all {} senders authorize the provider and align with DMARC",
+                senders.len()
+            ),
+        )
+    };
+
+    let fallback_condition = if spec.mode == Mode::Observe {
+        let message = if falling_back.is_empty() {
+            "Observe mode never changes mail settings; no sender would fall back".to_owned()
+        } else {
+            format!(
+                "Observe mode never changes mail settings; {} would send as {fallback}",
+                addresses(&falling_back)
+            )
+        };
+        ("False", reason::OBSERVE_MODE.to_owned(), message)
+    } else if falling_back.is_empty() {
+        (
+            "False",
+            reason::TENANT_SENDERS_ACTIVE.to_owned(),
+            "every sender sends as its own address".to_owned(),
+        )
+    } else {
+        let why = if falling_back
+            .iter()
+            .any(|s| s.state == SenderState::Unaligned)
+        {
+            reason::SENDERS_UNALIGNED
+        } else {
+            reason::AWAITING_ALIGNMENT
+        };
+        (
+            "True",
+            why.to_owned(),
+            format!("{} send as {fallback}", addresses(&falling_back)),
+        )
+    };
+
+    let ready = if spec.suspend {
+        (
+            "True",
+            reason::SUSPENDED.to_owned(),
+            "checks are suspended; mail settings keep their current values".to_owned(),
+        )
+    } else if !pending.is_empty() {
+        (
+            "False",
+            reason::AWAITING_FIRST_VERDICT.to_owned(),
+            format!("waiting for a first verdict on {}", addresses(&pending)),
+        )
+    } else {
+        (
+            "True",
+            reason::RECONCILED.to_owned(),
+            if spec.mode == Mode::Observe {
+                "the latest checks are reported".to_owned()
+            } else {
+                "the mail settings follow the latest checks".to_owned()
+            },
+        )
+    };
+
+    for (kind, (state, why, message)) in [
+        (condition::READY, ready),
+        (condition::SPF_ALIGNED, aligned),
+        (condition::FALLBACK_ACTIVE, fallback_condition),
+    ] {
+        set_condition(
+            &mut status.conditions,
+            kind,
+            state,
+            &why,
+            &message,
+            generation,
+            now,
+        );
+    }
+}
+
+fn addresses(senders: &[&SenderStatus]) -> String {
+    let mut text = senders
+        .iter()
+        .take(5)
+        .map(|s| s.address.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if senders.len() > 5 {
+        text.push_str(&format!(" and {} more", senders.len() - 5));
+    }
+    text
+}
+
+fn describe(senders: &[&SenderStatus]) -> String {
+    let mut text = senders
+        .iter()
+        .take(3)
+        .map(|s| {
+            format!(
+                "{} ({})",
+                s.address,
+                s.message.as_deref().unwrap_or("unaligned")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    if senders.len() > 3 {
+        text.push_str(&format!("; and {} more", senders.len() - 3));
+    }
+    text
+}
+
+/// Sets a condition, keeping `lastTransitionTime` unless the status changes.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    kind: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let wanted = |last_transition_time: Time| Condition {
+        type_: kind.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+        observed_generation: generation,
+        last_transition_time,
+    };
+    match conditions.iter_mut().find(|c| c.type_ == kind) {
+        Some(existing) if existing.status == status => {
+            let time = existing.last_transition_time.clone();
+            *existing = wanted(time);
+        }
+        Some(existing) => *existing = wanted(Time(now)),
+        None => conditions.push(wanted(Time(now))),
+    }
+}
+
+/// Whether two statuses are equal apart from check timestamps.
+pub fn same_ignoring_timestamps(a: &HelpdeskTenantStatus, b: &HelpdeskTenantStatus) -> bool {
+    let strip = |s: &HelpdeskTenantStatus| HelpdeskTenantStatus {
+        last_check_time: None,
+        next_check_time: None,
+        ..s.clone()
+    };
+    strip(a) == strip(b)
+}
+
+/// The owned ConfigMap keys for the senders' current From addresses (design §7).
+pub fn config_map_data(senders: &[SenderStatus]) -> BTreeMap<String, String> {
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Entry<'a> {
+        from: &'a str,
+        reply_to: &'a str,
+        mode: SendingAs,
+    }
+    let mut map = BTreeMap::new();
+    for s in senders {
+        let reply = if s.sending_as == SendingAs::Fallback {
+            s.address.as_str()
+        } else {
+            ""
+        };
+        map.insert(
+            s.address.as_str(),
+            Entry {
+                from: &s.effective_from,
+                reply_to: reply,
+                mode: s.sending_as,
+            },
+        );
+    }
+    let any_fallback = senders.iter().any(|s| s.sending_as == SendingAs::Fallback);
+    let first = senders.first();
+    let mut data = BTreeMap::new();
+    data.insert(
+        keys::SENDER_MODE.to_owned(),
+        if any_fallback { "fallback" } else { "tenant" }.to_owned(),
+    );
+    data.insert(
+        keys::FROM.to_owned(),
+        first.map(|s| s.effective_from.clone()).unwrap_or_default(),
+    );
+    data.insert(
+        keys::REPLY_TO.to_owned(),
+        first
+            .filter(|s| s.sending_as == SendingAs::Fallback)
+            .map(|s| s.address.clone())
+            .unwrap_or_default(),
+    );
+    data.insert(
+        keys::SENDERS_JSON.to_owned(),
+        serde_json::to_string(&map).unwrap_or_else(|_| "{}".to_owned()),
+    );
+    data
+}
+
+fn domain_of(address: &str) -> &str {
+    address.rsplit_once('@').map(|(_, d)| d).unwrap_or(address)
+}
+
+fn add(now: Timestamp, after: Duration) -> Timestamp {
+    jiff::SignedDuration::try_from(after)
+        .ok()
+        .and_then(|d| now.checked_add(d).ok())
+        .unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alignment::{DmarcReport, IpResult, SpfReport, SuggestedRecord};
+    use crate::api::{MailSettings, Sender};
+
+    const DEFAULT_SENDER: &str = "notify+{tenant}@provider.example";
+    const FALLBACK: &str = "notify+acme@provider.example";
+    const A: &str = "support@acme.example";
+    const B: &str = "billing@acme.example";
+
+    fn spec(addresses: &[&str]) -> HelpdeskTenantSpec {
+        HelpdeskTenantSpec {
+            senders: addresses
+                .iter()
+                .map(|a| Sender {
+                    address: (*a).to_owned(),
+                    envelope_domain: None,
+                })
+                .collect(),
+            fallback_sender: None,
+            mode: Mode::Enforce,
+            check_interval: None,
+            failure_threshold: 2,
+            success_threshold: 2,
+            suspend: false,
+            mail_settings: Some(MailSettings::default()),
+        }
+    }
+
+    fn t0() -> Timestamp {
+        "2026-01-01T00:00:00Z".parse().expect("valid timestamp")
+    }
+
+    fn at(seconds: i64) -> Timestamp {
+        t0().checked_add(jiff::SignedDuration::from_secs(seconds))
+            .expect("in range")
+    }
+
+    fn check(address: &str, verdict: Verdict, ttl: u32) -> SenderCheck {
+        let pass = matches!(verdict, Verdict::Aligned);
+        SenderCheck {
+            address: address.to_owned(),
+            envelope_domain: "acme.example".to_owned(),
+            spf: SpfReport {
+                record: Some(if pass {
+                    "v=spf1 include:spf.provider.example -all".to_owned()
+                } else {
+                    "v=spf1 -all".to_owned()
+                }),
+                record_ttl: Some(ttl),
+                results: vec![IpResult {
+                    ip: "192.0.2.1".parse().expect("ip"),
+                    result: if pass {
+                        SpfResult::Pass
+                    } else {
+                        SpfResult::Fail
+                    },
+                }],
+                lookups: 1,
+                void_lookups: 0,
+                provider_include_reachable: pass,
+                warnings: vec![],
+            },
+            dmarc: DmarcReport {
+                record: Some("v=DMARC1; p=reject".to_owned()),
+                policy_domain: Some("acme.example".to_owned()),
+                p: Some("reject".to_owned()),
+                sp: None,
+                aspf: 'r',
+                envelope_aligned: true,
+                warnings: vec![],
+            },
+            suggested_record: (!pass).then(|| SuggestedRecord {
+                record: "v=spf1 include:spf.provider.example -all".to_owned(),
+                lookups: 1,
+                warning: None,
+            }),
+            verdict,
+        }
+    }
+
+    fn aligned(address: &str) -> SenderCheck {
+        check(address, Verdict::Aligned, 300)
+    }
+
+    fn unaligned(address: &str) -> SenderCheck {
+        check(
+            address,
+            Verdict::Unaligned {
+                reason: UnalignedReason::ProviderNotAuthorized,
+                message: "the SPF record of acme.example gives fail for 192.0.2.1".to_owned(),
+            },
+            300,
+        )
+    }
+
+    fn temporary(address: &str) -> SenderCheck {
+        check(
+            address,
+            Verdict::TemporaryFailure {
+                message: "DNS query timed out".to_owned(),
+            },
+            300,
+        )
+    }
+
+    struct Run<'a> {
+        spec: &'a HelpdeskTenantSpec,
+        generation: i64,
+        recheck: Option<&'a str>,
+    }
+
+    impl<'a> Run<'a> {
+        fn new(spec: &'a HelpdeskTenantSpec) -> Self {
+            Self {
+                spec,
+                generation: 1,
+                recheck: None,
+            }
+        }
+
+        fn go(
+            &self,
+            previous: Option<&HelpdeskTenantStatus>,
+            checks: Option<&[SenderCheck]>,
+            now: Timestamp,
+        ) -> Decision {
+            decide(&Input {
+                name: "acme",
+                namespace: "tenants",
+                generation: Some(self.generation),
+                spec: self.spec,
+                previous,
+                checks,
+                now,
+                default_sender: DEFAULT_SENDER,
+                default_interval: Duration::from_secs(900),
+                recheck: self.recheck,
+            })
+        }
+    }
+
+    /// Feeds one check per step, each step `step_seconds` apart, returning every decision.
+    fn sequence(
+        spec: &HelpdeskTenantSpec,
+        start: Option<HelpdeskTenantStatus>,
+        steps: &[Vec<SenderCheck>],
+        step_seconds: i64,
+    ) -> Vec<Decision> {
+        let run = Run::new(spec);
+        let mut previous = start;
+        let mut out = Vec::new();
+        for (i, checks) in steps.iter().enumerate() {
+            let decision = run.go(previous.as_ref(), Some(checks), at(i as i64 * step_seconds));
+            previous = Some(decision.status.clone());
+            out.push(decision);
+        }
+        out
+    }
+
+    fn cond<'a>(status: &'a HelpdeskTenantStatus, kind: &str) -> &'a Condition {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == kind)
+            .expect("condition present")
+    }
+
+    fn kinds(decision: &Decision) -> Vec<EventKind> {
+        decision.events.iter().map(|e| e.kind).collect()
+    }
+
+    /// A status where sender A sends as the tenant (first check Aligned).
+    fn tenant_status(spec: &HelpdeskTenantSpec) -> HelpdeskTenantStatus {
+        Run::new(spec).go(None, Some(&[aligned(A)]), t0()).status
+    }
+
+    /// A status where sender A fell back after two failures (checked at 0 and 60 s).
+    fn fallback_status(spec: &HelpdeskTenantSpec) -> HelpdeskTenantStatus {
+        let start = tenant_status(spec);
+        let out = sequence(
+            spec,
+            Some(start),
+            &[vec![unaligned(A)], vec![unaligned(A)]],
+            60,
+        );
+        out[1].status.clone()
+    }
+
+    #[test]
+    fn new_sender_is_pending_and_uses_the_fallback() {
+        let spec = spec(&[A]);
+        let d = Run::new(&spec).go(None, None, t0());
+        let s = &d.status.senders[0];
+        assert_eq!(s.state, SenderState::Pending);
+        assert_eq!(s.sending_as, SendingAs::Fallback);
+        assert_eq!(s.effective_from, FALLBACK);
+        assert!(d.status_changed, "a first status is always written");
+        assert!(d.events.is_empty());
+        let cm = d.config_map.expect("enforce writes mail settings");
+        assert_eq!(cm[keys::SENDER_MODE], "fallback");
+        assert_eq!(cm[keys::FROM], FALLBACK);
+        assert_eq!(cm[keys::REPLY_TO], A);
+        assert_eq!(cond(&d.status, condition::READY).status, "False");
+        assert_eq!(cond(&d.status, condition::SPF_ALIGNED).status, "Unknown");
+        assert_eq!(cond(&d.status, condition::FALLBACK_ACTIVE).status, "True");
+        assert_eq!(
+            cond(&d.status, condition::FALLBACK_ACTIVE).reason,
+            reason::AWAITING_ALIGNMENT
+        );
+        assert_eq!(d.status.last_check_time, None, "no check ran");
+    }
+
+    #[test]
+    fn pending_to_tenant_on_the_first_aligned_verdict() {
+        let spec = spec(&[A]);
+        let d = Run::new(&spec).go(None, Some(&[aligned(A)]), t0());
+        let s = &d.status.senders[0];
+        assert_eq!(
+            (s.state, s.sending_as),
+            (SenderState::Aligned, SendingAs::Tenant)
+        );
+        assert_eq!(s.effective_from, A);
+        assert_eq!(s.valid_after, None);
+        assert_eq!(kinds(&d), vec![EventKind::TenantSenderActivated]);
+        let cm = d.config_map.expect("mail settings");
+        assert_eq!(cm[keys::SENDER_MODE], "tenant");
+        assert_eq!(cm[keys::FROM], A);
+        assert_eq!(cm[keys::REPLY_TO], "");
+        assert_eq!(
+            cm[keys::SENDERS_JSON],
+            format!(r#"{{"{A}":{{"from":"{A}","replyTo":"","mode":"tenant"}}}}"#)
+        );
+        assert_eq!(cond(&d.status, condition::READY).status, "True");
+        assert_eq!(cond(&d.status, condition::SPF_ALIGNED).status, "True");
+        assert_eq!(cond(&d.status, condition::FALLBACK_ACTIVE).status, "False");
+        assert_eq!(d.status.aligned_senders.as_deref(), Some("1/1"));
+        assert_eq!(d.status.last_check_time, Some(Time(t0())));
+        assert_eq!(d.next_check, Some(Duration::from_secs(900)));
+        assert_eq!(d.status.next_check_time, Some(Time(at(900))));
+        let spf = s.spf.as_ref().expect("spf detail");
+        assert_eq!(spf.results["192.0.2.1"], "pass");
+        assert_eq!(
+            s.dmarc.as_ref().expect("dmarc detail").alignment_mode,
+            "relaxed"
+        );
+    }
+
+    #[test]
+    fn pending_to_unaligned_stays_on_the_fallback_with_detail() {
+        let spec = spec(&[A]);
+        let d = Run::new(&spec).go(None, Some(&[unaligned(A)]), t0());
+        let s = &d.status.senders[0];
+        assert_eq!(
+            (s.state, s.sending_as),
+            (SenderState::Unaligned, SendingAs::Fallback)
+        );
+        assert_eq!(s.reason.as_deref(), Some(reason::PROVIDER_NOT_AUTHORIZED));
+        assert_eq!(kinds(&d), vec![EventKind::SenderUnaligned]);
+        assert!(s.suggested_record.is_some());
+        let aligned_condition = cond(&d.status, condition::SPF_ALIGNED);
+        assert_eq!(aligned_condition.status, "False");
+        assert_eq!(aligned_condition.reason, reason::PROVIDER_NOT_AUTHORIZED);
+        assert!(aligned_condition.message.contains(A));
+        assert_eq!(
+            cond(&d.status, condition::FALLBACK_ACTIVE).reason,
+            reason::SENDERS_UNALIGNED
+        );
+        assert_eq!(d.status.aligned_senders.as_deref(), Some("0/1"));
+    }
+
+    #[test]
+    fn pending_with_a_temporary_failure_stays_pending_and_unknown() {
+        let spec = spec(&[A]);
+        let d = Run::new(&spec).go(None, Some(&[temporary(A)]), t0());
+        let s = &d.status.senders[0];
+        assert_eq!(
+            (s.state, s.sending_as),
+            (SenderState::Pending, SendingAs::Fallback)
+        );
+        let c = cond(&d.status, condition::SPF_ALIGNED);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("Unknown", reason::DNS_TEMPORARY_FAILURE)
+        );
+        assert!(
+            !c.message.contains("timed out"),
+            "no resolver noise in messages"
+        );
+        assert_eq!(d.next_check, Some(SHORT_RECHECK));
+    }
+
+    #[test]
+    fn first_failure_keeps_the_tenant_and_rechecks_soon() {
+        let spec = spec(&[A]);
+        let start = tenant_status(&spec);
+        let d = Run::new(&spec).go(Some(&start), Some(&[unaligned(A)]), at(900));
+        let s = &d.status.senders[0];
+        assert_eq!(
+            (s.state, s.sending_as),
+            (SenderState::Unaligned, SendingAs::Tenant)
+        );
+        assert_eq!(s.consecutive_failures, 1);
+        assert_eq!(kinds(&d), vec![EventKind::SenderUnaligned]);
+        assert_eq!(d.next_check, Some(SHORT_RECHECK));
+        assert_eq!(d.config_map.expect("cm")[keys::SENDER_MODE], "tenant");
+        assert_eq!(cond(&d.status, condition::FALLBACK_ACTIVE).status, "False");
+        assert_eq!(cond(&d.status, condition::SPF_ALIGNED).status, "False");
+    }
+
+    #[test]
+    fn short_recheck_is_the_interval_when_the_interval_is_shorter() {
+        let mut spec = spec(&[A]);
+        spec.check_interval = Some("5s".to_owned());
+        let start = tenant_status(&spec);
+        let d = Run::new(&spec).go(Some(&start), Some(&[unaligned(A)]), at(5));
+        assert_eq!(d.next_check, Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn threshold_failures_switch_to_the_fallback_with_one_event() {
+        let spec = spec(&[A]);
+        let out = sequence(
+            &spec,
+            Some(tenant_status(&spec)),
+            &[vec![unaligned(A)], vec![unaligned(A)], vec![unaligned(A)]],
+            60,
+        );
+        assert_eq!(kinds(&out[1]), vec![EventKind::FallbackActivated]);
+        assert!(out[2].events.is_empty(), "no event without a state change");
+        assert!(
+            !out[2].status_changed,
+            "an unchanged fallback writes nothing"
+        );
+        let s = &out[1].status.senders[0];
+        assert_eq!(
+            (s.state, s.sending_as, s.consecutive_failures),
+            (SenderState::Unaligned, SendingAs::Fallback, 2)
+        );
+        assert_eq!(s.effective_from, FALLBACK);
+        let cm = out[1].config_map.clone().expect("cm");
+        assert_eq!(cm[keys::SENDER_MODE], "fallback");
+        assert_eq!(cm[keys::FROM], FALLBACK);
+        assert_eq!(cm[keys::REPLY_TO], A);
+        assert_eq!(
+            cm[keys::SENDERS_JSON],
+            format!(r#"{{"{A}":{{"from":"{FALLBACK}","replyTo":"{A}","mode":"fallback"}}}}"#)
+        );
+        let fb = cond(&out[1].status, condition::FALLBACK_ACTIVE);
+        assert_eq!(
+            (fb.status.as_str(), fb.reason.as_str()),
+            ("True", reason::SENDERS_UNALIGNED)
+        );
+        assert_eq!(fb.last_transition_time, Time(at(60)));
+        assert_eq!(
+            cond(&out[2].status, condition::FALLBACK_ACTIVE).last_transition_time,
+            Time(at(60))
+        );
+        assert!(out[1].events[0].note.contains(A));
+    }
+
+    #[test]
+    fn threshold_one_switches_on_the_first_failure() {
+        let mut spec = spec(&[A]);
+        spec.failure_threshold = 1;
+        let d = Run::new(&spec).go(Some(&tenant_status(&spec)), Some(&[unaligned(A)]), at(900));
+        assert_eq!(d.status.senders[0].sending_as, SendingAs::Fallback);
+        assert_eq!(kinds(&d), vec![EventKind::FallbackActivated]);
+    }
+
+    #[test]
+    fn failures_must_be_consecutive() {
+        let spec = spec(&[A]);
+        let out = sequence(
+            &spec,
+            Some(tenant_status(&spec)),
+            &[vec![unaligned(A)], vec![aligned(A)], vec![unaligned(A)]],
+            60,
+        );
+        assert_eq!(out[1].status.senders[0].consecutive_failures, 0);
+        assert_eq!(kinds(&out[1]), vec![EventKind::SenderAligned]);
+        let s = &out[2].status.senders[0];
+        assert_eq!(
+            (s.consecutive_failures, s.sending_as),
+            (1, SendingAs::Tenant)
+        );
+    }
+
+    #[test]
+    fn temporary_failures_never_switch_and_show_unknown() {
+        let spec = spec(&[A]);
+        let out = sequence(
+            &spec,
+            Some(tenant_status(&spec)),
+            &[
+                vec![temporary(A)],
+                vec![temporary(A)],
+                vec![temporary(A)],
+                vec![temporary(A)],
+            ],
+            60,
+        );
+        for d in &out {
+            let s = &d.status.senders[0];
+            assert_eq!(
+                (s.state, s.sending_as, s.consecutive_failures),
+                (SenderState::TemporaryFailure, SendingAs::Tenant, 0)
+            );
+            assert_eq!(
+                d.config_map.as_ref().expect("cm")[keys::SENDER_MODE],
+                "tenant"
+            );
+            assert_eq!(cond(&d.status, condition::SPF_ALIGNED).status, "Unknown");
+        }
+        assert_eq!(kinds(&out[0]), vec![EventKind::DnsTemporaryFailure]);
+        assert!(out[1].events.is_empty() && !out[1].status_changed);
+        // The SPF detail of the last definitive check is kept.
+        assert_eq!(
+            out[3].status.senders[0].spf.as_ref().expect("spf").results["192.0.2.1"],
+            "pass"
+        );
+    }
+
+    #[test]
+    fn temporary_failure_on_a_falling_back_sender_keeps_the_fallback() {
+        let spec = spec(&[A]);
+        let start = fallback_status(&spec);
+        let d = Run::new(&spec).go(Some(&start), Some(&[temporary(A)]), at(1000));
+        assert_eq!(d.status.senders[0].sending_as, SendingAs::Fallback);
+        assert_eq!(d.config_map.expect("cm")[keys::SENDER_MODE], "fallback");
+    }
+
+    #[test]
+    fn temporary_failure_does_not_count_toward_failures() {
+        let spec = spec(&[A]);
+        let out = sequence(
+            &spec,
+            Some(tenant_status(&spec)),
+            &[vec![unaligned(A)], vec![temporary(A)], vec![unaligned(A)]],
+            60,
+        );
+        assert_eq!(out[1].status.senders[0].consecutive_failures, 1);
+        assert_eq!(out[1].status.senders[0].sending_as, SendingAs::Tenant);
+        assert_eq!(
+            out[2].status.senders[0].sending_as,
+            SendingAs::Fallback,
+            "1 + 1 definitive failures"
+        );
+    }
+
+    #[test]
+    fn return_waits_for_the_threshold_and_valid_after() {
+        let spec = spec(&[A]);
+        let start = fallback_status(&spec);
+        let run = Run::new(&spec);
+        // First aligned check at 1000 s: streak starts, validAfter = 1000 + TTL 300.
+        let d1 = run.go(Some(&start), Some(&[aligned(A)]), at(1000));
+        let s = &d1.status.senders[0];
+        assert_eq!(
+            (s.state, s.sending_as, s.consecutive_successes),
+            (SenderState::Aligned, SendingAs::Fallback, 1)
+        );
+        assert_eq!(s.valid_after, Some(Time(at(1300))));
+        assert_eq!(kinds(&d1), vec![EventKind::SenderAligned]);
+        assert_eq!(d1.next_check, Some(SHORT_RECHECK));
+        assert_eq!(
+            d1.config_map.as_ref().expect("cm")[keys::SENDER_MODE],
+            "fallback"
+        );
+        assert_eq!(cond(&d1.status, condition::SPF_ALIGNED).status, "True");
+        assert_eq!(
+            cond(&d1.status, condition::FALLBACK_ACTIVE).reason,
+            reason::AWAITING_ALIGNMENT
+        );
+        // Second at 1060 s: threshold reached, validAfter not yet.
+        let d2 = run.go(Some(&d1.status), Some(&[aligned(A)]), at(1060));
+        let s = &d2.status.senders[0];
+        assert_eq!(
+            (s.sending_as, s.consecutive_successes),
+            (SendingAs::Fallback, 2)
+        );
+        assert_eq!(
+            s.valid_after,
+            Some(Time(at(1300))),
+            "validAfter does not move"
+        );
+        assert!(d2.events.is_empty());
+        assert_eq!(
+            d2.next_check,
+            Some(Duration::from_secs(240)),
+            "next check at validAfter"
+        );
+        // Third at 1300 s: returns.
+        let d3 = run.go(Some(&d2.status), Some(&[aligned(A)]), at(1300));
+        let s = &d3.status.senders[0];
+        assert_eq!(s.sending_as, SendingAs::Tenant);
+        assert_eq!(s.effective_from, A);
+        assert_eq!(kinds(&d3), vec![EventKind::TenantSenderRestored]);
+        assert_eq!(d3.config_map.expect("cm")[keys::SENDER_MODE], "tenant");
+        assert_eq!(cond(&d3.status, condition::FALLBACK_ACTIVE).status, "False");
+        assert_eq!(
+            cond(&d3.status, condition::FALLBACK_ACTIVE).last_transition_time,
+            Time(at(1300))
+        );
+        // And then the steady state writes nothing.
+        let d4 = run.go(Some(&d3.status), Some(&[aligned(A)]), at(2200));
+        assert!(!d4.status_changed && d4.events.is_empty());
+    }
+
+    #[test]
+    fn valid_after_is_capped_at_one_hour() {
+        let spec = spec(&[A]);
+        let start = fallback_status(&spec);
+        let d = Run::new(&spec).go(
+            Some(&start),
+            Some(&[check(A, Verdict::Aligned, 86_400)]),
+            at(1000),
+        );
+        assert_eq!(d.status.senders[0].valid_after, Some(Time(at(1000 + 3600))));
+    }
+
+    #[test]
+    fn success_streak_is_broken_by_a_failure_but_not_by_a_temporary_failure() {
+        let spec = spec(&[A]);
+        let start = fallback_status(&spec);
+        let out = sequence(
+            &spec,
+            Some(start.clone()),
+            &[vec![aligned(A)], vec![temporary(A)]],
+            60,
+        );
+        let s = &out[1].status.senders[0];
+        assert_eq!(
+            (s.consecutive_successes, s.valid_after.clone()),
+            (1, Some(Time(at(300))))
+        );
+        let out = sequence(
+            &spec,
+            Some(start),
+            &[vec![aligned(A)], vec![unaligned(A)], vec![aligned(A)]],
+            60,
+        );
+        let s = &out[1].status.senders[0];
+        assert_eq!((s.consecutive_successes, s.valid_after.clone()), (0, None));
+        let s = &out[2].status.senders[0];
+        assert_eq!(
+            s.valid_after,
+            Some(Time(at(120 + 300))),
+            "a new streak starts a new validAfter"
+        );
+    }
+
+    #[test]
+    fn observe_reports_but_never_writes_mail_settings() {
+        let mut spec = spec(&[A]);
+        spec.mode = Mode::Observe;
+        let start = tenant_status(&spec);
+        let out = sequence(
+            &spec,
+            Some(start),
+            &[vec![unaligned(A)], vec![unaligned(A)]],
+            60,
+        );
+        for d in &out {
+            assert_eq!(d.config_map, None, "Observe never writes mail settings");
+        }
+        assert_eq!(kinds(&out[1]), vec![EventKind::WouldFallBack]);
+        assert_eq!(out[1].status.senders[0].sending_as, SendingAs::Fallback);
+        let fb = cond(&out[1].status, condition::FALLBACK_ACTIVE);
+        assert_eq!(
+            (fb.status.as_str(), fb.reason.as_str()),
+            ("False", reason::OBSERVE_MODE)
+        );
+        assert!(fb.message.contains("would send as"));
+        assert_eq!(cond(&out[1].status, condition::SPF_ALIGNED).status, "False");
+    }
+
+    #[test]
+    fn steady_state_changes_only_timestamps() {
+        let spec = spec(&[A, B]);
+        let run = Run::new(&spec);
+        let first = run.go(None, Some(&[aligned(A), aligned(B)]), t0());
+        let second = run.go(
+            Some(&first.status),
+            Some(&[aligned(A), aligned(B)]),
+            at(900),
+        );
+        assert!(!second.status_changed);
+        assert!(second.events.is_empty());
+        assert_eq!(second.config_map, first.config_map);
+        for (a, b) in first
+            .status
+            .conditions
+            .iter()
+            .zip(&second.status.conditions)
+        {
+            assert_eq!(
+                a.last_transition_time, b.last_transition_time,
+                "{} moved",
+                a.type_
+            );
+        }
+        assert_eq!(second.status.last_check_time, Some(Time(at(900))));
+        // A reconcile without a check (not due) changes nothing, not even timestamps.
+        let third = run.go(Some(&second.status), None, at(950));
+        assert!(!third.status_changed);
+        assert_eq!(third.status, second.status);
+    }
+
+    #[test]
+    fn generation_and_recheck_changes_are_written() {
+        let spec = spec(&[A]);
+        let start = tenant_status(&spec);
+        let mut run = Run::new(&spec);
+        run.generation = 2;
+        let d = run.go(Some(&start), Some(&[aligned(A)]), at(900));
+        assert!(d.status_changed);
+        assert_eq!(d.status.observed_generation, Some(2));
+        assert!(
+            d.status
+                .conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(2))
+        );
+        let mut run = Run::new(&spec);
+        run.recheck = Some("now-1");
+        let d = run.go(Some(&start), Some(&[aligned(A)]), at(900));
+        assert!(d.status_changed);
+        assert_eq!(d.status.last_recheck.as_deref(), Some("now-1"));
+        let d2 = Run::new(&spec).go(Some(&d.status), None, at(901));
+        assert_eq!(
+            d2.status.last_recheck.as_deref(),
+            Some("now-1"),
+            "the handled value is remembered"
+        );
+    }
+
+    #[test]
+    fn suspend_stops_checks_and_keeps_mail_settings() {
+        let mut spec = spec(&[A]);
+        let start = fallback_status(&spec);
+        spec.suspend = true;
+        let d = Run::new(&spec).go(Some(&start), None, at(5000));
+        assert_eq!(d.next_check, None);
+        assert_eq!(d.status.next_check_time, None);
+        assert_eq!(d.status.senders, start.senders);
+        assert_eq!(d.config_map.expect("cm")[keys::SENDER_MODE], "fallback");
+        let ready = cond(&d.status, condition::READY);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", reason::SUSPENDED)
+        );
+    }
+
+    #[test]
+    fn added_senders_start_pending_and_removed_senders_disappear() {
+        let spec1 = spec(&[A]);
+        let start = tenant_status(&spec1);
+        let spec2 = spec(&[B, A]);
+        let d = Run::new(&spec2).go(Some(&start), None, at(10));
+        assert_eq!(d.status.senders.len(), 2);
+        assert_eq!(d.status.senders[0].state, SenderState::Pending);
+        assert_eq!(d.status.senders[1].sending_as, SendingAs::Tenant);
+        let cm = d.config_map.expect("cm");
+        assert_eq!(
+            cm[keys::SENDER_MODE],
+            "fallback",
+            "any sender on the fallback"
+        );
+        assert_eq!(cm[keys::FROM], FALLBACK, "the first sender decides from");
+        assert_eq!(cm[keys::REPLY_TO], B);
+        let spec3 = spec(&[B]);
+        let d = Run::new(&spec3).go(Some(&d.status), None, at(20));
+        assert_eq!(d.status.senders.len(), 1);
+        assert_eq!(d.status.senders[0].address, B);
+    }
+
+    #[test]
+    fn a_changed_envelope_domain_starts_over() {
+        let spec1 = spec(&[A]);
+        let start = tenant_status(&spec1);
+        let mut spec2 = spec(&[A]);
+        spec2.senders[0].envelope_domain = Some("bounce.acme.example".to_owned());
+        let d = Run::new(&spec2).go(Some(&start), None, at(10));
+        let s = &d.status.senders[0];
+        assert_eq!(
+            (s.state, s.sending_as),
+            (SenderState::Pending, SendingAs::Fallback)
+        );
+        assert_eq!(s.envelope_domain, "bounce.acme.example");
+    }
+
+    #[test]
+    fn fallback_sender_templates_and_overrides() {
+        let mut spec = spec(&[A]);
+        assert_eq!(
+            fallback_sender(&spec, "n+{tenant}.{namespace}@p.example", "acme", "ns1"),
+            "n+acme.ns1@p.example"
+        );
+        spec.fallback_sender = Some("help-{tenant}@p.example".to_owned());
+        assert_eq!(
+            fallback_sender(&spec, DEFAULT_SENDER, "acme", "ns1"),
+            "help-acme@p.example"
+        );
+    }
+
+    #[test]
+    fn mixed_senders_summarize_conditions() {
+        let spec = spec(&[A, B]);
+        let d = Run::new(&spec).go(None, Some(&[aligned(A), temporary(B)]), t0());
+        assert_eq!(cond(&d.status, condition::SPF_ALIGNED).status, "Unknown");
+        assert_eq!(d.status.aligned_senders.as_deref(), Some("1/2"));
+        let d = Run::new(&spec).go(None, Some(&[unaligned(A), temporary(B)]), t0());
+        assert_eq!(
+            cond(&d.status, condition::SPF_ALIGNED).status,
+            "False",
+            "a definitive failure wins"
+        );
+    }
+
+    #[test]
+    fn conditions_keep_transition_time_when_only_reason_changes() {
+        let mut conditions = Vec::new();
+        set_condition(&mut conditions, "X", "False", "A", "a", Some(1), t0());
+        set_condition(&mut conditions, "X", "False", "B", "b", Some(2), at(10));
+        assert_eq!(conditions.len(), 1);
+        assert_eq!(conditions[0].last_transition_time, Time(t0()));
+        assert_eq!(conditions[0].reason, "B");
+        set_condition(&mut conditions, "X", "True", "C", "c", Some(2), at(20));
+        assert_eq!(conditions[0].last_transition_time, Time(at(20)));
+    }
+
+    #[test]
+    fn check_interval_falls_back_to_the_default() {
+        let mut spec = spec(&[A]);
+        assert_eq!(
+            check_interval(&spec, Duration::from_secs(900)),
+            Duration::from_secs(900)
+        );
+        spec.check_interval = Some("2s".to_owned());
+        assert_eq!(
+            check_interval(&spec, Duration::from_secs(900)),
+            Duration::from_secs(2)
+        );
+        spec.check_interval = Some("garbage".to_owned());
+        assert_eq!(
+            check_interval(&spec, Duration::from_secs(900)),
+            Duration::from_secs(900)
+        );
+    }
+}
