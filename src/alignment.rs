@@ -19,9 +19,12 @@
 //!   `-all` because we do not know the tenant's other senders, and a soft fail still fails
 //!   DMARC for everyone else, which is what protects the domain.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
-use crate::dmarc::AlignmentMode;
+use crate::dmarc::{self, AlignmentMode, Discovery, normalize_domain};
+use crate::dns::{Dns, DnsError};
+use crate::spf::lints::{lint, tree_reaches};
+use crate::spf::{Evaluator, SpfOutcome, SpfQuery, parse_record};
 
 /// RFC 7208 §4.6.4: DNS-querying terms allowed in one evaluation.
 pub const LOOKUP_LIMIT: u32 = 10;
@@ -47,7 +50,8 @@ pub struct SenderInput {
 }
 
 /// SPF result of RFC 7208 §2.6.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SpfResult {
     None,
     Neutral,
@@ -82,7 +86,7 @@ impl std::fmt::Display for SpfResult {
 /// Why a sender is definitively unaligned.
 ///
 /// The variant names are CamelCase status reasons (see [`UnalignedReason::as_str`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum UnalignedReason {
     /// The envelope domain publishes no SPF record.
     NoSpfRecord,
@@ -107,7 +111,8 @@ impl UnalignedReason {
 }
 
 /// One check's verdict for one sender (design §5).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state")]
 pub enum Verdict {
     Aligned,
     Unaligned {
@@ -120,14 +125,15 @@ pub enum Verdict {
 }
 
 /// The SPF result for one provider egress address.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct IpResult {
     pub ip: IpAddr,
     pub result: SpfResult,
 }
 
 /// What the SPF evaluation of the envelope domain found.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SpfReport {
     /// The selected `v=spf1` record, verbatim.
     pub record: Option<String>,
@@ -145,7 +151,8 @@ pub struct SpfReport {
 }
 
 /// What DMARC discovery found for the From domain.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct DmarcReport {
     pub record: Option<String>,
     /// The domain the record was found at (`_dmarc.` stripped).
@@ -161,7 +168,7 @@ pub struct DmarcReport {
 }
 
 /// The tenant's record with the provider include inserted (design §6).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct SuggestedRecord {
     pub record: String,
     /// DNS-querying terms the suggested record would use.
@@ -171,7 +178,8 @@ pub struct SuggestedRecord {
 }
 
 /// Everything one check found for one sender.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SenderCheck {
     pub address: String,
     pub envelope_domain: String,
@@ -430,6 +438,281 @@ pub fn suggest_record(
         lookups,
         warning,
     }
+}
+
+/// An address no SPF record is expected to authorize (the limited broadcast address).
+/// Evaluating the envelope domain for it walks every term evaluation can reach, so its trace
+/// holds the whole include tree and the worst-case lookup count.
+pub const PROBE_IP: IpAddr = IpAddr::V4(Ipv4Addr::BROADCAST);
+
+/// A [`SenderCheck`] with the evaluations behind it, for a person to read.
+#[derive(Clone, Debug)]
+pub struct CheckDetail {
+    pub check: SenderCheck,
+    /// The evaluation for [`PROBE_IP`]: the include tree and the worst-case lookups.
+    pub tree: Option<SpfOutcome>,
+    /// One evaluation per provider egress address, in the provider's order.
+    pub evaluations: Vec<SpfOutcome>,
+    /// The provider's own record tree, evaluated when a suggestion needed its lookup count.
+    pub provider_tree: Option<SpfOutcome>,
+    /// What DMARC policy discovery found (`None` when the address has no domain).
+    pub dmarc: Option<Discovery>,
+}
+
+/// One check of one sender (design §5): SPF for every egress address, DMARC, the verdict and,
+/// when the provider include is missing, the suggested record.
+pub async fn check_sender<D: Dns + Clone>(
+    resolver: &D,
+    provider: &Provider,
+    sender: &SenderInput,
+) -> SenderCheck {
+    check_sender_detailed(resolver, provider, sender)
+        .await
+        .check
+}
+
+/// [`check_sender`] keeping the evaluation traces.
+pub async fn check_sender_detailed<D: Dns + Clone>(
+    resolver: &D,
+    provider: &Provider,
+    sender: &SenderInput,
+) -> CheckDetail {
+    let Some(from) = address_domain(&sender.address).map(normalize_domain) else {
+        let check = SenderCheck {
+            address: sender.address.clone(),
+            envelope_domain: sender.envelope_domain.clone().unwrap_or_default(),
+            verdict: Verdict::TemporaryFailure {
+                message: format!("{:?} is not an email address", sender.address),
+            },
+            spf: SpfReport::default(),
+            dmarc: DmarcReport {
+                aspf: 'r',
+                ..DmarcReport::default()
+            },
+            suggested_record: None,
+        };
+        return CheckDetail {
+            check,
+            tree: None,
+            evaluations: Vec::new(),
+            provider_tree: None,
+            dmarc: None,
+        };
+    };
+    let envelope = sender
+        .envelope_domain
+        .as_deref()
+        .map(normalize_domain)
+        .unwrap_or_else(|| from.clone());
+    let provider_domain = normalize_domain(&provider.spf_domain);
+    let identity = mail_from(&sender.address, &envelope);
+    let query = |ip: IpAddr| SpfQuery::mail_from(ip, &identity, &provider_domain);
+
+    let evaluator = Evaluator::new(resolver.clone());
+    let queries: Vec<SpfQuery> = provider.egress_ips.iter().map(|ip| query(*ip)).collect();
+    let probe_query = query(PROBE_IP);
+    let (evaluations, tree, discovery) = futures::join!(
+        futures::future::join_all(queries.iter().map(|q| evaluator.check_host(q))),
+        evaluator.check_host(&probe_query),
+        dmarc::discover(resolver, &from),
+    );
+
+    let (dmarc, mode) = dmarc_report(&discovery, &envelope, &from);
+    let mut spf = spf_report(&tree, &evaluations, &provider_domain);
+    let alignment = domain_alignment(&envelope, &from, mode);
+    let verdict = decide_verdict(&envelope, &from, &spf.results, alignment, mode);
+
+    let mut provider_tree = None;
+    let mut suggested_record = None;
+    let root = &tree.trace.tree;
+    if !spf.provider_include_reachable && root.result != SpfResult::Temperror {
+        if root.record.is_none() && root.result == SpfResult::Permerror {
+            spf.warnings.push(format!(
+                "{envelope} publishes more than one SPF record: merge them into one, then add \
+                 include:{provider_domain}"
+            ));
+        } else {
+            let provider_query = SpfQuery {
+                domain: provider_domain.clone(),
+                ..query(PROBE_IP)
+            };
+            let provider_outcome = evaluator.check_host(&provider_query).await;
+            // The root's own count; the include that will lead to it is counted by the
+            // suggestion.
+            let provider_lookups = provider_outcome.trace.lookups;
+            suggested_record = Some(suggest_record(
+                root.record.as_deref(),
+                &provider_domain,
+                tree.trace.lookups,
+                provider_lookups,
+            ));
+            provider_tree = Some(provider_outcome);
+        }
+    }
+
+    CheckDetail {
+        check: SenderCheck {
+            address: sender.address.clone(),
+            envelope_domain: envelope,
+            verdict,
+            spf,
+            dmarc,
+            suggested_record,
+        },
+        tree: Some(tree),
+        evaluations,
+        provider_tree,
+        dmarc: Some(discovery),
+    }
+}
+
+/// The SPF part of the report from the probe evaluation (whole tree) and the per-address ones.
+fn spf_report(tree: &SpfOutcome, evaluations: &[SpfOutcome], provider_domain: &str) -> SpfReport {
+    let root = &tree.trace.tree;
+    let results = evaluations
+        .iter()
+        .map(|outcome| IpResult {
+            ip: outcome.trace.ip,
+            result: outcome.result,
+        })
+        .collect();
+    let provider_include_reachable = std::iter::once(tree)
+        .chain(evaluations)
+        .any(|outcome| tree_reaches(&outcome.trace.tree, provider_domain));
+    let worst_case = tree.trace.lookups;
+    let mut warnings = Vec::new();
+    if let Some(text) = &root.record
+        && let Ok(record) = parse_record(text)
+    {
+        let known = (worst_case <= LOOKUP_LIMIT).then_some(worst_case);
+        warnings.extend(lint(text, &record, known));
+    }
+    if worst_case > LOOKUP_LIMIT {
+        warnings.push(format!(
+            "the record needs more than {LOOKUP_LIMIT} DNS lookups: receivers answer permerror \
+             for any address it does not match early"
+        ));
+    } else if root.result == SpfResult::Permerror
+        && let Some(error) = &root.error
+    {
+        warnings.push(format!("permerror: {error}"));
+    }
+    SpfReport {
+        record: root.record.clone(),
+        record_ttl: root.record_ttl,
+        results,
+        lookups: evaluations
+            .iter()
+            .map(|o| o.trace.lookups)
+            .max()
+            .unwrap_or(0),
+        void_lookups: evaluations
+            .iter()
+            .map(|o| o.trace.void_lookups)
+            .max()
+            .unwrap_or(0),
+        provider_include_reachable,
+        warnings,
+    }
+}
+
+/// The DMARC part of the report and the `aspf` mode alignment is judged under (`None` when a
+/// DNS failure left it unknown). Without a usable policy, the default (relaxed) applies.
+fn dmarc_report(
+    discovery: &Discovery,
+    envelope: &str,
+    from: &str,
+) -> (DmarcReport, Option<AlignmentMode>) {
+    let mut report = DmarcReport {
+        aspf: 'r',
+        ..DmarcReport::default()
+    };
+    let mode = match discovery {
+        Discovery::Found {
+            policy_domain,
+            text,
+            record,
+            ..
+        } => {
+            report.record = Some(text.clone());
+            report.policy_domain = Some(policy_domain.clone());
+            report.p = record.p.map(|p| p.as_str().to_string());
+            report.sp = record.sp.map(|p| p.as_str().to_string());
+            report.aspf = record.aspf.as_char();
+            report.warnings = record.warnings.clone();
+            Some(record.aspf)
+        }
+        Discovery::NotFound => Some(AlignmentMode::Relaxed),
+        Discovery::Multiple { policy_domain } => {
+            report.policy_domain = Some(policy_domain.clone());
+            report.warnings.push(format!(
+                "_dmarc.{policy_domain} holds more than one DMARC record: receivers apply no policy"
+            ));
+            Some(AlignmentMode::Relaxed)
+        }
+        Discovery::Invalid {
+            policy_domain,
+            text,
+            error,
+        } => {
+            report.record = Some(text.clone());
+            report.policy_domain = Some(policy_domain.clone());
+            report
+                .warnings
+                .push(format!("{error}: receivers apply no policy"));
+            Some(AlignmentMode::Relaxed)
+        }
+        Discovery::TempError { name, message } => {
+            report
+                .warnings
+                .push(format!("looking up {name} failed: {message}"));
+            None
+        }
+    };
+    report.envelope_aligned = domain_alignment(envelope, from, mode) == DomainAlignment::Aligned;
+    (report, mode)
+}
+
+/// Why the provider's SMTP host names did not give a list of egress addresses.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EgressError {
+    /// The name exists in no A or AAAA record.
+    #[error("SMTP host {host} has no A or AAAA record")]
+    NoAddress { host: String },
+    /// A lookup failed temporarily; the previous list should be kept.
+    #[error("resolving SMTP host {host}: {error}")]
+    Dns { host: String, error: DnsError },
+}
+
+/// The A and AAAA addresses of every host (`--provider-smtp-host`), sorted, without
+/// duplicates. Any failure fails the whole list, so a partial list never narrows the check.
+pub async fn resolve_egress<D: Dns>(dns: &D, hosts: &[String]) -> Result<Vec<IpAddr>, EgressError> {
+    let lookups = hosts.iter().map(|host| async move {
+        let (v4, v6) = futures::join!(dns.a(host), dns.aaaa(host));
+        let dns_error = |error| EgressError::Dns {
+            host: host.clone(),
+            error,
+        };
+        let v4 = v4.map_err(dns_error)?;
+        let v6 = v6.map_err(dns_error)?;
+        let addresses: Vec<IpAddr> = v4
+            .records
+            .iter()
+            .map(|a| IpAddr::V4(*a))
+            .chain(v6.records.iter().map(|a| IpAddr::V6(*a)))
+            .collect();
+        if addresses.is_empty() {
+            return Err(EgressError::NoAddress { host: host.clone() });
+        }
+        Ok(addresses)
+    });
+    let mut all = Vec::new();
+    for result in futures::future::join_all(lookups).await {
+        all.extend(result?);
+    }
+    all.sort_unstable();
+    all.dedup();
+    Ok(all)
 }
 
 #[cfg(test)]
