@@ -393,18 +393,21 @@ impl<D: Dns> Evaluator<D> {
                 continue;
             };
             let term_text = directive.to_string();
-            let outcome = self.matches(run, node, directive, depth).await;
+            // Reserve the term's place so it precedes the terms of an include it leads to.
+            let slot = run.terms.len();
             run.terms.push(TermTrace {
                 domain: node.domain.clone(),
                 term: term_text.clone(),
-                outcome: match &outcome {
-                    Ok(true) => "match",
-                    Ok(false) => "no-match",
-                    Err(Stop::Temp(_)) => "temperror",
-                    Err(Stop::Perm(_)) => "permerror",
-                },
+                outcome: "no-match",
                 depth,
             });
+            let outcome = self.matches(run, node, directive, depth).await;
+            run.terms[slot].outcome = match &outcome {
+                Ok(true) => "match",
+                Ok(false) => "no-match",
+                Err(Stop::Temp(_)) => "temperror",
+                Err(Stop::Perm(_)) => "permerror",
+            };
             if outcome? {
                 node.result = match directive.qualifier {
                     Qualifier::Pass => SpfResult::Pass,

@@ -9,6 +9,7 @@ pub mod eval;
 pub mod lints;
 pub mod macros;
 pub mod record;
+pub mod report;
 
 pub use crate::alignment::SpfResult;
 pub use eval::{
