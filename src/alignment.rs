@@ -19,12 +19,13 @@
 //!   `-all` because we do not know the tenant's other senders, and a soft fail still fails
 //!   DMARC for everyone else, which is what protects the domain.
 
+use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 
 use crate::dmarc::{self, AlignmentMode, Discovery, normalize_domain};
 use crate::dns::{Dns, DnsError};
 use crate::spf::lints::{lint, tree_reaches};
-use crate::spf::{Evaluator, SpfOutcome, SpfQuery, parse_record};
+use crate::spf::{Evaluator, Node, NodeKind, SpfOutcome, SpfQuery, parse_record};
 
 /// RFC 7208 §4.6.4: DNS-querying terms allowed in one evaluation.
 pub const LOOKUP_LIMIT: u32 = 10;
@@ -713,6 +714,188 @@ pub async fn resolve_egress<D: Dns>(dns: &D, hosts: &[String]) -> Result<Vec<IpA
     all.sort_unstable();
     all.dedup();
     Ok(all)
+}
+
+/// The include tree of the worst-case evaluation, one line per domain, indented by depth:
+/// `include:_spf.example.net  2 lookups  "v=spf1 ..."`. It shows no SPF result: the walk
+/// is for an address no record matches, only its shape and counts matter.
+fn render_include_tree(node: &Node, depth: usize, out: &mut String) {
+    let name = match node.kind {
+        NodeKind::Root => node.domain.clone(),
+        NodeKind::Include => format!("include:{}", node.domain),
+        NodeKind::Redirect => format!("redirect={}", node.domain),
+    };
+    let unit = if node.lookups == 1 {
+        "lookup"
+    } else {
+        "lookups"
+    };
+    let _ = write!(
+        out,
+        "  {:indent$}{name}  {} {unit}",
+        "",
+        node.lookups,
+        indent = depth * 2
+    );
+    if let Some(record) = &node.record {
+        let _ = write!(out, "  \"{}\"", record.escape_debug());
+    }
+    if node.result != SpfResult::Neutral
+        && node.result != SpfResult::Fail
+        && node.result != SpfResult::Softfail
+        && let Some(error) = &node.error
+    {
+        let _ = write!(out, "  [{error}]");
+    }
+    out.push('\n');
+    for child in &node.children {
+        render_include_tree(child, depth + 1, out);
+    }
+}
+
+/// A person's view of one check: the include tree with lookup counts, the result per egress
+/// address, DMARC, the verdict and the suggested record.
+pub fn render_text(detail: &CheckDetail, provider_domain: &str) -> String {
+    let check = &detail.check;
+    let spf = &check.spf;
+    let dmarc = &check.dmarc;
+    let mut out = String::new();
+    let from = address_domain(&check.address).unwrap_or("");
+    let _ = writeln!(out, "From domain:       {from}");
+    let identity = mail_from(&check.address, &check.envelope_domain);
+    let _ = writeln!(
+        out,
+        "Envelope domain:   {} (MAIL FROM {identity})",
+        check.envelope_domain
+    );
+    let reach = if spf.provider_include_reachable {
+        "reachable"
+    } else {
+        "missing"
+    };
+    let _ = writeln!(
+        out,
+        "Provider include:  include:{provider_domain} ({reach})"
+    );
+
+    out.push_str("\nSPF\n");
+    match (&spf.record, spf.record_ttl) {
+        (Some(record), Some(ttl)) => {
+            let _ = writeln!(
+                out,
+                "  record:  \"{}\" (TTL {ttl} s)",
+                record.escape_debug()
+            );
+        }
+        (Some(record), None) => {
+            let _ = writeln!(out, "  record:  \"{}\"", record.escape_debug());
+        }
+        (None, _) => out.push_str("  record:  (none)\n"),
+    }
+    if let Some(tree) = &detail.tree {
+        let worst = tree.trace.lookups;
+        let _ = writeln!(
+            out,
+            "  include tree (worst case {} of {LOOKUP_LIMIT} DNS lookups):",
+            if worst > LOOKUP_LIMIT {
+                format!("more than {LOOKUP_LIMIT}")
+            } else {
+                worst.to_string()
+            }
+        );
+        let mut tree_text = String::new();
+        render_include_tree(&tree.trace.tree, 1, &mut tree_text);
+        out.push_str(&tree_text);
+    }
+    for warning in &spf.warnings {
+        let _ = writeln!(out, "  warning: {warning}");
+    }
+
+    out.push_str("\nProvider egress addresses\n");
+    if detail.evaluations.is_empty() {
+        out.push_str("  (none configured)\n");
+    }
+    let width = detail
+        .evaluations
+        .iter()
+        .map(|o| o.trace.ip.to_string().len())
+        .max()
+        .unwrap_or(0);
+    for outcome in &detail.evaluations {
+        let trace = &outcome.trace;
+        let why = match (&trace.matched, &trace.tree.error) {
+            (Some(m), _) => format!("matched {} in {}", m.term, m.domain),
+            (None, Some(error)) => error.clone(),
+            (None, None) => "no term matched".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "  {:width$}  {:9}  {why}  ({} of {LOOKUP_LIMIT} lookups, {} void)",
+            trace.ip.to_string(),
+            outcome.result.as_str(),
+            trace.lookups,
+            trace.void_lookups,
+        );
+    }
+
+    out.push_str("\nDMARC\n");
+    match (&dmarc.policy_domain, &dmarc.record) {
+        (Some(domain), Some(record)) => {
+            let _ = writeln!(
+                out,
+                "  record:  _dmarc.{domain} \"{}\"",
+                record.escape_debug()
+            );
+        }
+        _ => out.push_str("  record:  (none)\n"),
+    }
+    let policy = |p: &Option<String>| p.clone().unwrap_or_else(|| "-".to_string());
+    let mode = if dmarc.aspf == 's' {
+        "strict"
+    } else {
+        "relaxed"
+    };
+    let _ = writeln!(
+        out,
+        "  p={}  sp={}  aspf={}",
+        policy(&dmarc.p),
+        policy(&dmarc.sp),
+        dmarc.aspf
+    );
+    let _ = writeln!(
+        out,
+        "  envelope domain {} {from} ({mode})",
+        if dmarc.envelope_aligned {
+            "aligns with"
+        } else {
+            "does not align with"
+        }
+    );
+    for warning in &dmarc.warnings {
+        let _ = writeln!(out, "  warning: {warning}");
+    }
+
+    out.push('\n');
+    match &check.verdict {
+        Verdict::Aligned => out.push_str("Verdict: Aligned\n"),
+        Verdict::Unaligned { reason, message } => {
+            let _ = writeln!(out, "Verdict: Unaligned ({}): {message}", reason.as_str());
+        }
+        Verdict::TemporaryFailure { message } => {
+            let _ = writeln!(out, "Verdict: TemporaryFailure: {message}");
+        }
+    }
+    if let Some(suggested) = &check.suggested_record {
+        let _ = writeln!(
+            out,
+            "\nSuggested record for {} ({} of {LOOKUP_LIMIT} DNS lookups):\n  {}",
+            check.envelope_domain, suggested.lookups, suggested.record
+        );
+        if let Some(warning) = &suggested.warning {
+            let _ = writeln!(out, "  warning: {warning}");
+        }
+    }
+    out
 }
 
 #[cfg(test)]
