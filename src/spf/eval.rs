@@ -763,6 +763,13 @@ pub fn check_domain(domain: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The evaluation future can move between threads (the controller spawns checks).
+#[allow(dead_code)]
+fn check_host_is_send(evaluator: &Evaluator<crate::dns::Resolver>, query: &SpfQuery) {
+    fn is_send<T: Send>(_: T) {}
+    is_send(evaluator.check_host(query));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -803,11 +810,4 @@ mod tests {
             "192.0.2.1".parse::<IpAddr>().unwrap()
         );
     }
-}
-
-/// The evaluation future can move between threads (the controller spawns checks).
-#[allow(dead_code)]
-fn check_host_is_send(evaluator: &Evaluator<crate::dns::Resolver>, query: &SpfQuery) {
-    fn is_send<T: Send>(_: T) {}
-    is_send(evaluator.check_host(query));
 }
