@@ -45,7 +45,45 @@ fn parse_nameserver(text: &str) -> Result<std::net::SocketAddr, String> {
 
 /// Arguments of `check`.
 #[derive(clap::Args, Debug)]
-pub struct CheckArgs {}
+#[command(
+    after_help = "Exit status: 0 when the domain is aligned with the provider, 1 when it \
+    is not (a definitive SPF failure or DMARC misalignment), 2 on a temporary DNS failure or a \
+    usage error."
+)]
+pub struct CheckArgs {
+    /// The From domain to check (the tenant's address domain).
+    #[arg(long)]
+    pub domain: String,
+    /// The MAIL FROM domain the provider uses for this sender. Default: the From domain.
+    #[arg(long)]
+    pub envelope_domain: Option<String>,
+    /// The include the provider asks customers to add.
+    #[arg(long, env = "HDMO_PROVIDER_SPF_DOMAIN")]
+    pub provider_spf_domain: String,
+    /// A provider SMTP source address, IPv4 or IPv6 (repeatable, or comma-separated).
+    #[arg(
+        long = "provider-egress-ip",
+        env = "HDMO_PROVIDER_EGRESS_IP",
+        value_delimiter = ','
+    )]
+    pub provider_egress_ips: Vec<std::net::IpAddr>,
+    /// A provider SMTP host name whose A and AAAA records are egress addresses (repeatable).
+    #[arg(
+        long = "provider-smtp-host",
+        env = "HDMO_PROVIDER_SMTP_HOST",
+        value_delimiter = ','
+    )]
+    pub provider_smtp_hosts: Vec<String>,
+    /// DNS server to query, `ip:port` (repeatable). Default: the system's.
+    #[arg(long = "nameserver", env = "HDMO_NAMESERVER", value_delimiter = ',', value_parser = parse_nameserver)]
+    pub nameservers: Vec<std::net::SocketAddr>,
+    /// Time allowed for one DNS query, in milliseconds.
+    #[arg(long, env = "HDMO_DNS_TIMEOUT_MS", default_value_t = 2000)]
+    pub dns_timeout_ms: u64,
+    /// `text` for a person (the default), or `json`: one JSON object.
+    #[arg(long, value_enum, default_value_t = SpfOutput::Text)]
+    pub output: SpfOutput,
+}
 
 /// Runs `spf check`: one RFC 7208 evaluation. Exits 0 whatever the SPF result; only a failure
 /// to run at all (no resolver, no runtime, unwritable stdout) exits non-zero.
@@ -102,8 +140,95 @@ pub fn spf_check(args: SpfCheckArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Runs `check`.
-pub fn check(_args: CheckArgs) -> ExitCode {
-    eprintln!("check: not built yet");
-    ExitCode::FAILURE
+/// Exit status of `check` on a temporary failure or a usage error (clap's own code for the
+/// latter).
+const CHECK_EXIT_TEMPORARY: u8 = 2;
+
+/// Runs `check`: explains one domain's alignment with the provider. Exit status: 0 aligned,
+/// 1 unaligned, 2 temporary failure or usage error.
+pub fn check(args: CheckArgs) -> ExitCode {
+    use crate::alignment::{
+        Provider, SenderInput, Verdict, check_sender_detailed, render_text, resolve_egress,
+    };
+    use crate::dns::{DnsConfig, Resolver};
+
+    let fail = |message: String| {
+        eprintln!("check: {message}");
+        ExitCode::from(CHECK_EXIT_TEMPORARY)
+    };
+    if args.provider_egress_ips.is_empty() && args.provider_smtp_hosts.is_empty() {
+        return fail(
+            "give the provider's egress with --provider-egress-ip or --provider-smtp-host"
+                .to_string(),
+        );
+    }
+    let config = DnsConfig {
+        nameservers: args.nameservers.clone(),
+        timeout: std::time::Duration::from_millis(args.dns_timeout_ms.max(1)),
+        cache_size: 1_024,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    let domain = args.domain.trim().trim_end_matches('.').to_string();
+    let detail = runtime.block_on(async {
+        let resolver = Resolver::new(&config).map_err(|e| e.to_string())?;
+        let mut egress_ips = args.provider_egress_ips.clone();
+        if !args.provider_smtp_hosts.is_empty() {
+            let resolved = resolve_egress(&resolver, &args.provider_smtp_hosts)
+                .await
+                .map_err(|e| e.to_string())?;
+            egress_ips.extend(resolved);
+            egress_ips.sort_unstable();
+            egress_ips.dedup();
+        }
+        let provider = Provider {
+            spf_domain: args.provider_spf_domain.clone(),
+            egress_ips,
+        };
+        let sender = SenderInput {
+            address: format!("postmaster@{domain}"),
+            envelope_domain: args.envelope_domain.clone(),
+        };
+        Ok::<_, String>(check_sender_detailed(&resolver, &provider, &sender).await)
+    });
+    let detail = match detail {
+        Ok(detail) => detail,
+        Err(message) => return fail(message),
+    };
+    let text = match args.output {
+        SpfOutput::Text => render_text(&detail, &args.provider_spf_domain),
+        SpfOutput::Json => {
+            let value = serde_json::json!({
+                "domain": domain,
+                "providerSpfDomain": args.provider_spf_domain,
+                "check": detail.check,
+                "includeTree": detail.tree.as_ref().map(|t| &t.trace.tree),
+                "worstCaseLookups": detail.tree.as_ref().map(|t| t.trace.lookups),
+                "evaluations": detail.evaluations,
+            });
+            match serde_json::to_string(&value) {
+                Ok(json) => json + "\n",
+                Err(e) => return fail(format!("cannot encode the result: {e}")),
+            }
+        }
+    };
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .is_err()
+    {
+        return ExitCode::from(CHECK_EXIT_TEMPORARY);
+    }
+    match detail.check.verdict {
+        Verdict::Aligned => ExitCode::SUCCESS,
+        Verdict::Unaligned { .. } => ExitCode::from(1),
+        Verdict::TemporaryFailure { .. } => ExitCode::from(CHECK_EXIT_TEMPORARY),
+    }
 }

@@ -1,0 +1,225 @@
+//! The `check` command as a person runs it: the built binary against a real DNS server on
+//! loopback, its stdout and its exit status.
+
+mod support;
+
+use std::process::Output;
+
+use support::dns::{Fault, TestDns, Zone};
+
+const BIN: &str = env!("CARGO_BIN_EXE_helpdesk-mail-operator");
+const PROVIDER: &str = "spf.provider.example";
+
+fn zone() -> Zone {
+    Zone::new().txt(
+        PROVIDER,
+        "v=spf1 ip4:203.0.113.0/24 ip6:2001:db8:1::/48 -all",
+    )
+}
+
+/// Runs `check` against `server` with the provider flags and `extra` arguments.
+async fn run(server: &TestDns, extra: &[&str]) -> Output {
+    let nameserver = server.addr().to_string();
+    let mut args = vec![
+        "check",
+        "--provider-spf-domain",
+        PROVIDER,
+        "--provider-egress-ip",
+        "203.0.113.10",
+        "--provider-egress-ip",
+        "2001:db8:1::10",
+        "--nameserver",
+        &nameserver,
+        "--dns-timeout-ms",
+        "300",
+    ];
+    args.extend_from_slice(extra);
+    tokio::process::Command::new(BIN)
+        .args(&args)
+        .env_remove("HDMO_PROVIDER_EGRESS_IP")
+        .env_remove("HDMO_PROVIDER_SMTP_HOST")
+        .env_remove("HDMO_NAMESERVER")
+        .output()
+        .await
+        .expect("the binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn aligned_domain_exits_zero_and_explains_the_tree() {
+    let zone = zone()
+        .txt(
+            "customer.example",
+            "v=spf1 include:spf.provider.example -all",
+        )
+        .txt("_dmarc.customer.example", "v=DMARC1; p=reject");
+    let server = TestDns::start(zone).await.expect("DNS server starts");
+    let output = run(&server, &["--domain", "customer.example"]).await;
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(text.contains("Verdict: Aligned"), "{text}");
+    assert!(
+        text.contains("Provider include:  include:spf.provider.example (reachable)"),
+        "{text}"
+    );
+    assert!(text.contains("worst case 1 of 10 DNS lookups"), "{text}");
+    assert!(
+        text.contains("  customer.example  1 lookup  \"v=spf1 include:spf.provider.example -all\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("    include:spf.provider.example  1 lookup"),
+        "{text}"
+    );
+    assert!(text.contains("203.0.113.10    pass"), "{text}");
+    assert!(text.contains("2001:db8:1::10  pass"), "{text}");
+    assert!(
+        text.contains("record:  _dmarc.customer.example \"v=DMARC1; p=reject\""),
+        "{text}"
+    );
+    assert!(!text.contains("Suggested record"), "{text}");
+}
+
+#[tokio::test]
+async fn missing_include_exits_one_with_the_suggested_record() {
+    let zone = zone()
+        .txt("customer.example", "v=spf1 a ~all")
+        .a("customer.example", "198.51.100.7");
+    let server = TestDns::start(zone).await.expect("DNS server starts");
+    let output = run(&server, &["--domain", "customer.example"]).await;
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("Verdict: Unaligned (ProviderNotAuthorized)"),
+        "{text}"
+    );
+    assert!(text.contains("203.0.113.10    softfail"), "{text}");
+    assert!(text.contains("(missing)"), "{text}");
+    assert!(
+        text.contains("Suggested record for customer.example (2 of 10 DNS lookups):\n  v=spf1 a include:spf.provider.example ~all"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn servfail_exits_two() {
+    let zone = zone().fault("customer.example", Fault::ServFail);
+    let server = TestDns::start(zone).await.expect("DNS server starts");
+    let output = run(&server, &["--domain", "customer.example"]).await;
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    assert!(text.contains("Verdict: TemporaryFailure"), "{text}");
+    assert!(text.contains("temperror"), "{text}");
+}
+
+#[tokio::test]
+async fn strict_alignment_failure_exits_one() {
+    let zone = zone()
+        .txt(
+            "bounce.customer.example",
+            "v=spf1 include:spf.provider.example -all",
+        )
+        .txt("_dmarc.customer.example", "v=DMARC1; p=reject; aspf=s");
+    let server = TestDns::start(zone).await.expect("DNS server starts");
+    let output = run(
+        &server,
+        &[
+            "--domain",
+            "customer.example",
+            "--envelope-domain",
+            "bounce.customer.example",
+        ],
+    )
+    .await;
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("Verdict: Unaligned (DomainNotAligned)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("MAIL FROM postmaster@bounce.customer.example"),
+        "{text}"
+    );
+    assert!(
+        text.contains("does not align with customer.example (strict)"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn json_output_is_one_object() {
+    let zone = zone().txt("customer.example", "v=spf1 mx -all");
+    let server = TestDns::start(zone).await.expect("DNS server starts");
+    let output = run(
+        &server,
+        &["--domain", "customer.example", "--output", "json"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1));
+    let value: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("stdout is one JSON object");
+    let check = &value["check"];
+    assert_eq!(check["verdict"]["state"], "Unaligned");
+    assert_eq!(check["verdict"]["reason"], "ProviderNotAuthorized");
+    assert_eq!(check["envelopeDomain"], "customer.example");
+    assert_eq!(check["spf"]["results"][0]["ip"], "203.0.113.10");
+    assert_eq!(check["spf"]["results"][0]["result"], "fail");
+    assert_eq!(check["spf"]["providerIncludeReachable"], false);
+    assert_eq!(
+        check["suggestedRecord"]["record"],
+        "v=spf1 mx include:spf.provider.example -all"
+    );
+    assert_eq!(value["includeTree"]["domain"], "customer.example");
+    assert_eq!(value["evaluations"].as_array().map(Vec::len), Some(2));
+}
+
+#[tokio::test]
+async fn smtp_hosts_give_the_egress_addresses() {
+    let zone = zone()
+        .txt(
+            "customer.example",
+            "v=spf1 include:spf.provider.example -all",
+        )
+        .a("smtp.provider.example", "203.0.113.99");
+    let server = TestDns::start(zone).await.expect("DNS server starts");
+    let output = run(
+        &server,
+        &[
+            "--domain",
+            "customer.example",
+            "--provider-smtp-host",
+            "smtp.provider.example",
+        ],
+    )
+    .await;
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(text.contains("203.0.113.99    pass"), "{text}");
+}
+
+#[tokio::test]
+async fn usage_errors_exit_two_and_help_documents_the_exit_status() {
+    let server = TestDns::start(zone()).await.expect("DNS server starts");
+    let output = run(&server, &[]).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--domain"),
+        "{output:?}"
+    );
+    let help = tokio::process::Command::new(BIN)
+        .args(["check", "--help"])
+        .output()
+        .await
+        .expect("the binary runs");
+    assert_eq!(help.status.code(), Some(0));
+    let help = stdout(&help);
+    assert!(
+        help.contains("Exit status: 0 when the domain is aligned"),
+        "{help}"
+    );
+    assert!(help.contains("--envelope-domain"), "{help}");
+}
