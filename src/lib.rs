@@ -9,3 +9,4 @@ pub mod decide;
 pub mod dmarc;
 pub mod dns;
 pub mod spf;
+pub mod telemetry;

@@ -1,0 +1,660 @@
+//! One reconcile of a HelpdeskTenant, as a pipeline: observe (provider egress addresses, the
+//! engine's verdict per sender, the existing ConfigMap) -> decide ([`crate::decide`], pure) ->
+//! act (apply the owned ConfigMap keys, patch the status, emit Events, all only when something
+//! changed).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Client, Resource, ResourceExt};
+use rand::Rng;
+use serde_json::json;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::alignment::{Provider, SenderCheck, SenderInput, Verdict, check_sender, resolve_egress};
+use crate::api::{
+    FIELD_MANAGER, HelpdeskTenant, HelpdeskTenantStatus, RECHECK_ANNOTATION, SendingAs,
+};
+use crate::decide::{self, Decision, EventKind, Input, keys};
+use crate::dns::Resolver;
+use crate::telemetry::{DirectionLabels, KindLabels, Metrics, ResultLabels};
+
+/// Label put on every mail-settings ConfigMap; the operator watches only labelled ConfigMaps.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+
+/// Longest wait between retries of a failing reconcile.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+const MIN_BACKOFF: Duration = Duration::from_secs(1);
+
+/// What went wrong in a reconcile, and whether retrying soon can help.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An API request failed (network, apiserver restart, conflict): retry soon.
+    #[error("Kubernetes API request failed: {0}")]
+    Kube(#[from] kube::Error),
+    /// The provider has no egress address right now (SMTP hosts did not resolve): retry soon.
+    #[error("the provider has no egress address to check against")]
+    NoEgressAddresses,
+    /// The mail-settings ConfigMap is controlled by another object: needs the user.
+    #[error(
+        "ConfigMap {0} is controlled by another object; set spec.mailSettings.configMapName to a free name"
+    )]
+    ConfigMapTaken(String),
+    /// The object lacks a namespace or name: needs the user (cannot happen for a valid object).
+    #[error("the HelpdeskTenant has no {0}")]
+    Incomplete(&'static str),
+}
+
+impl Error {
+    /// Whether a retry with backoff can succeed without anyone changing anything.
+    pub fn retry_soon(&self) -> bool {
+        matches!(self, Self::Kube(_) | Self::NoEgressAddresses)
+    }
+
+    /// Short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "kube",
+            Self::NoEgressAddresses => "no_egress",
+            Self::ConfigMapTaken(_) => "configmap_taken",
+            Self::Incomplete(_) => "incomplete",
+        }
+    }
+}
+
+/// Operator-wide settings (design §3).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub provider_spf_domain: String,
+    pub egress_ips: Vec<IpAddr>,
+    pub smtp_hosts: Vec<String>,
+    pub default_sender: String,
+    pub default_interval: Duration,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Schedule {
+    due: Instant,
+    egress_epoch: u64,
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub resolver: Resolver,
+    pub settings: Settings,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    egress: RwLock<BTreeSet<IpAddr>>,
+    egress_epoch: AtomicU64,
+    egress_changed: tokio::sync::watch::Sender<u64>,
+    schedule: Mutex<HashMap<(String, String), Schedule>>,
+    failures: Mutex<HashMap<(String, String), u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        resolver: Resolver,
+        settings: Settings,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let egress: BTreeSet<IpAddr> = settings.egress_ips.iter().copied().collect();
+        let (egress_changed, _) = tokio::sync::watch::channel(0);
+        Self {
+            client,
+            resolver,
+            settings,
+            recorder,
+            metrics,
+            egress: RwLock::new(egress),
+            egress_epoch: AtomicU64::new(0),
+            egress_changed,
+            schedule: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Notified with a new epoch whenever the provider's egress set changes.
+    pub fn egress_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.egress_changed.subscribe()
+    }
+
+    /// The provider's current egress addresses.
+    pub fn egress(&self) -> BTreeSet<IpAddr> {
+        self.egress.read().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    /// Re-resolves the SMTP hosts (through the shared cache); when the egress set changes,
+    /// bumps the epoch so every tenant is re-checked. When a lookup fails the set is kept.
+    pub async fn refresh_egress(&self) -> BTreeSet<IpAddr> {
+        let current = self.egress();
+        if self.settings.smtp_hosts.is_empty() {
+            return current;
+        }
+        let mut fresh: BTreeSet<IpAddr> = self.settings.egress_ips.iter().copied().collect();
+        match resolve_egress(&self.resolver, &self.settings.smtp_hosts).await {
+            Ok(resolved) => fresh.extend(resolved),
+            Err(error) => {
+                // A failed lookup is no reason to change the set: keep what was known.
+                warn!(%error, "could not re-resolve the provider SMTP hosts; keeping the previous addresses");
+                return current;
+            }
+        }
+        if fresh != current {
+            info!(before = ?current, after = ?fresh, "provider egress addresses changed; re-checking every tenant");
+            if let Ok(mut egress) = self.egress.write() {
+                *egress = fresh.clone();
+            }
+            let epoch = self.egress_epoch.fetch_add(1, Ordering::SeqCst) + 1;
+            self.egress_changed.send_replace(epoch);
+        }
+        fresh
+    }
+
+    fn key(namespace: &str, name: &str) -> (String, String) {
+        (namespace.to_owned(), name.to_owned())
+    }
+
+    /// Forgets a tenant's schedule and backoff (it was deleted).
+    pub fn forget(&self, namespace: &str, name: &str) {
+        let key = Self::key(namespace, name);
+        if let Ok(mut s) = self.schedule.lock() {
+            s.remove(&key);
+        }
+        if let Ok(mut f) = self.failures.lock() {
+            f.remove(&key);
+        }
+    }
+}
+
+/// Why a check runs now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Due {
+    No,
+    Yes { recheck: Option<String> },
+}
+
+/// Reconciles one HelpdeskTenant.
+pub async fn reconcile(tenant: Arc<HelpdeskTenant>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = tenant.namespace().ok_or(Error::Incomplete("namespace"))?;
+    let name = tenant
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::Incomplete("name"))?;
+    let span = info_span!("reconcile", tenant = %name, namespace = %namespace);
+    let started = Instant::now();
+    let result = reconcile_inner(&tenant, &ctx, &namespace, &name)
+        .instrument(span)
+        .await;
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    if result.is_ok()
+        && let Ok(mut failures) = ctx.failures.lock()
+    {
+        failures.remove(&Context::key(&namespace, &name));
+    }
+    result
+}
+
+async fn reconcile_inner(
+    tenant: &HelpdeskTenant,
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<Action, Error> {
+    if tenant.metadata.deletion_timestamp.is_some() {
+        ctx.forget(namespace, name);
+        return Ok(Action::await_change());
+    }
+    let key = Context::key(namespace, name);
+    let previous = tenant.status.as_ref();
+
+    // Observe.
+    let due = due(tenant, previous, ctx, &key);
+    let mut epoch = ctx.egress_epoch.load(Ordering::SeqCst);
+    let (checks, recheck) = match &due {
+        Due::Yes { recheck } => {
+            let egress = ctx.refresh_egress().await;
+            epoch = ctx.egress_epoch.load(Ordering::SeqCst);
+            if egress.is_empty() {
+                return Err(Error::NoEgressAddresses);
+            }
+            let provider = Provider {
+                spf_domain: ctx.settings.provider_spf_domain.clone(),
+                egress_ips: egress.into_iter().collect(),
+            };
+            let checks = check_all(tenant, &provider, ctx).await;
+            (Some(checks), recheck.clone())
+        }
+        Due::No => (None, None),
+    };
+    let epoch_after = ctx.egress_epoch.load(Ordering::SeqCst);
+    let cm_name = tenant.config_map_name();
+    let cm_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+    let existing = cm_api.get_opt(&cm_name).await?;
+
+    // Decide.
+    let now = Timestamp::now();
+    let decision = decide::decide(&Input {
+        name,
+        namespace,
+        generation: tenant.metadata.generation,
+        spec: &tenant.spec,
+        previous,
+        checks: checks.as_deref(),
+        now,
+        default_sender: &ctx.settings.default_sender,
+        default_interval: ctx.settings.default_interval,
+        recheck: recheck.as_deref(),
+    });
+
+    // Act.
+    if let Some(data) = &decision.config_map {
+        apply_config_map(tenant, ctx, &cm_api, &cm_name, existing.as_ref(), data).await?;
+    }
+    if decision.status_changed {
+        patch_status(tenant, ctx, namespace, name, &decision.status).await?;
+    }
+    publish_events(tenant, ctx, &decision).await;
+
+    // Schedule.
+    let Some(next) = decision.next_check else {
+        if let Ok(mut s) = ctx.schedule.lock() {
+            s.remove(&key);
+        }
+        return Ok(Action::await_change());
+    };
+    let wait = {
+        let mut schedule = ctx.schedule.lock().unwrap_or_else(|p| p.into_inner());
+        if checks.is_some() || !schedule.contains_key(&key) {
+            let jittered = jitter(next);
+            // A change of the egress set during the check is caught by the next reconcile.
+            let egress_epoch = if epoch == epoch_after {
+                epoch
+            } else {
+                epoch_after.wrapping_sub(1)
+            };
+            schedule.insert(
+                key.clone(),
+                Schedule {
+                    due: Instant::now() + jittered,
+                    egress_epoch,
+                },
+            );
+        }
+        schedule
+            .get(&key)
+            .map(|s| s.due.saturating_duration_since(Instant::now()))
+            .unwrap_or(next)
+    };
+    debug!(
+        checked = checks.is_some(),
+        wait_seconds = wait.as_secs_f64(),
+        "reconciled"
+    );
+    Ok(Action::requeue(wait.max(Duration::from_millis(100))))
+}
+
+fn due(
+    tenant: &HelpdeskTenant,
+    previous: Option<&HelpdeskTenantStatus>,
+    ctx: &Context,
+    key: &(String, String),
+) -> Due {
+    if tenant.spec.suspend {
+        return Due::No;
+    }
+    let recheck = tenant
+        .annotations()
+        .get(RECHECK_ANNOTATION)
+        .filter(|v| previous.and_then(|p| p.last_recheck.as_ref()) != Some(*v))
+        .cloned();
+    if recheck.is_some() {
+        info!(
+            value = recheck.as_deref().unwrap_or_default(),
+            "recheck requested"
+        );
+        return Due::Yes { recheck };
+    }
+    let Some(previous) = previous else {
+        return Due::Yes { recheck: None };
+    };
+    if previous.observed_generation != tenant.metadata.generation {
+        return Due::Yes { recheck: None };
+    }
+    let schedule = ctx.schedule.lock().ok().and_then(|s| s.get(key).copied());
+    match schedule {
+        None => Due::Yes { recheck: None },
+        Some(s) if s.egress_epoch != ctx.egress_epoch.load(Ordering::SeqCst) => {
+            Due::Yes { recheck: None }
+        }
+        Some(s) if s.due <= Instant::now() => Due::Yes { recheck: None },
+        Some(_) => Due::No,
+    }
+}
+
+async fn check_all(
+    tenant: &HelpdeskTenant,
+    provider: &Provider,
+    ctx: &Context,
+) -> Vec<SenderCheck> {
+    let inputs: Vec<SenderInput> = tenant
+        .spec
+        .senders
+        .iter()
+        .map(|s| SenderInput {
+            address: s.address.clone(),
+            envelope_domain: s.envelope_domain.clone(),
+        })
+        .collect();
+    let checks = join_all(
+        inputs
+            .iter()
+            .map(|input| check_sender(&ctx.resolver, provider, input)),
+    )
+    .await;
+    for check in &checks {
+        let result = match check.verdict {
+            Verdict::Aligned => "aligned",
+            Verdict::Unaligned { .. } => "unaligned",
+            Verdict::TemporaryFailure { .. } => "temporary_failure",
+        };
+        ctx.metrics
+            .checks
+            .get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+        debug!(sender = %check.address, result, "checked");
+    }
+    checks
+}
+
+/// A controller owner reference to the tenant.
+fn owner_reference(tenant: &HelpdeskTenant) -> Option<OwnerReference> {
+    tenant.controller_owner_ref(&())
+}
+
+async fn apply_config_map(
+    tenant: &HelpdeskTenant,
+    ctx: &Context,
+    api: &Api<ConfigMap>,
+    cm_name: &str,
+    existing: Option<&ConfigMap>,
+    data: &BTreeMap<String, String>,
+) -> Result<(), Error> {
+    let owner = owner_reference(tenant).ok_or(Error::Incomplete("uid"))?;
+    if let Some(existing) = existing {
+        let controller = existing
+            .owner_references()
+            .iter()
+            .find(|r| r.controller == Some(true));
+        if let Some(controller) = controller
+            && controller.uid != owner.uid
+        {
+            return Err(Error::ConfigMapTaken(cm_name.to_owned()));
+        }
+        let current = existing.data.as_ref();
+        let same_data = keys::ALL
+            .iter()
+            .all(|k| current.and_then(|d| d.get(*k)) == data.get(*k));
+        let labelled =
+            existing.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(FIELD_MANAGER);
+        if same_data && controller.is_some() && labelled {
+            return Ok(());
+        }
+    }
+    let patch = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": cm_name,
+            "labels": { MANAGED_BY_LABEL: FIELD_MANAGER },
+            "ownerReferences": [owner],
+        },
+        "data": data,
+    });
+    api.patch(
+        cm_name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    ctx.metrics.config_map_writes.inc();
+    info!(
+        configmap = cm_name,
+        sender_mode = data
+            .get(keys::SENDER_MODE)
+            .map(String::as_str)
+            .unwrap_or_default(),
+        "applied mail settings"
+    );
+    Ok(())
+}
+
+async fn patch_status(
+    tenant: &HelpdeskTenant,
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    status: &HelpdeskTenantStatus,
+) -> Result<(), Error> {
+    let api: Api<HelpdeskTenant> = Api::namespaced(ctx.client.clone(), namespace);
+    let patch = json!({
+        "apiVersion": HelpdeskTenant::api_version(&()),
+        "kind": HelpdeskTenant::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    ctx.metrics.status_writes.inc();
+    debug!(generation = tenant.metadata.generation, "status written");
+    Ok(())
+}
+
+async fn publish_events(tenant: &HelpdeskTenant, ctx: &Context, decision: &Decision) {
+    if decision.events.is_empty() {
+        return;
+    }
+    let reference = tenant.object_ref(&());
+    for plan in &decision.events {
+        if plan.kind.is_switch_to_fallback() {
+            ctx.metrics
+                .fallback_transitions
+                .get_or_create(&DirectionLabels {
+                    direction: "to_fallback".into(),
+                })
+                .inc();
+        } else if plan.kind.is_switch_to_tenant() {
+            ctx.metrics
+                .fallback_transitions
+                .get_or_create(&DirectionLabels {
+                    direction: "to_tenant".into(),
+                })
+                .inc();
+        }
+        let event = Event {
+            type_: if plan.kind.is_warning() {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: plan.kind.reason().to_owned(),
+            note: Some(truncate(&plan.note, 1000)),
+            action: if matches!(
+                plan.kind,
+                EventKind::FallbackActivated
+                    | EventKind::TenantSenderRestored
+                    | EventKind::TenantSenderActivated
+            ) {
+                "SwitchSender".to_owned()
+            } else {
+                "CheckSender".to_owned()
+            },
+            secondary: None,
+        };
+        info!(reason = %event.reason, note = %plan.note, "state change");
+        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+            warn!(%error, reason = %event.reason, "could not publish the Event");
+        }
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+/// Adds up to 10 % so tenants created together spread out; never shortens the wait.
+fn jitter(wait: Duration) -> Duration {
+    let extra = wait.as_secs_f64() * rand::rng().random_range(0.0..0.1);
+    wait + Duration::from_secs_f64(extra)
+}
+
+/// Error policy: back off exponentially (capped) while retrying can help; otherwise wait for
+/// the user, looking again after the cap.
+pub fn error_policy(tenant: Arc<HelpdeskTenant>, error: &Error, ctx: Arc<Context>) -> Action {
+    let namespace = tenant.namespace().unwrap_or_default();
+    let name = tenant.name_any();
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&KindLabels {
+            kind: error.kind().to_owned(),
+        })
+        .inc();
+    if !error.retry_soon() {
+        warn!(tenant = %name, namespace = %namespace, %error, "reconcile needs a change by the user");
+        return Action::requeue(MAX_BACKOFF);
+    }
+    let attempts = {
+        let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = failures.entry(Context::key(&namespace, &name)).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    let wait = backoff(attempts);
+    warn!(tenant = %name, namespace = %namespace, %error, attempts, retry_seconds = wait.as_secs_f64(), "reconcile failed; retrying");
+    Action::requeue(wait)
+}
+
+/// Exponential backoff: 1 s, 2 s, 4 s ... capped at [`MAX_BACKOFF`].
+pub fn backoff(attempts: u32) -> Duration {
+    let exp = attempts.saturating_sub(1).min(16);
+    (MIN_BACKOFF * 2u32.pow(exp)).min(MAX_BACKOFF)
+}
+
+/// The state a tenant is counted under in the `helpdesk_tenants` metric.
+pub fn tenant_state(tenant: &HelpdeskTenant) -> &'static str {
+    use crate::api::{Mode, condition};
+    if tenant.spec.suspend {
+        return "suspended";
+    }
+    let Some(status) = tenant.status.as_ref() else {
+        return "pending";
+    };
+    let get = |kind: &str| {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == kind)
+            .map(|c| c.status.as_str())
+    };
+    if tenant.spec.mode == Mode::Observe {
+        return "observe";
+    }
+    if get(condition::FALLBACK_ACTIVE) == Some("True") {
+        if status
+            .senders
+            .iter()
+            .all(|s| s.state == crate::api::SenderState::Pending)
+        {
+            return "pending";
+        }
+        return "fallback";
+    }
+    match get(condition::SPF_ALIGNED) {
+        Some("True") => "aligned",
+        Some("False") => "unaligned",
+        _ => "unknown",
+    }
+}
+
+/// Aligned and falling-back sender counts of a tenant, for per-tenant metrics.
+pub fn sender_counts(tenant: &HelpdeskTenant) -> (i64, i64) {
+    let senders = tenant
+        .status
+        .as_ref()
+        .map(|s| s.senders.as_slice())
+        .unwrap_or(&[]);
+    let aligned = senders
+        .iter()
+        .filter(|s| s.state == crate::api::SenderState::Aligned)
+        .count();
+    let fallback = senders
+        .iter()
+        .filter(|s| s.sending_as == SendingAs::Fallback)
+        .count();
+    (aligned as i64, fallback as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(5), Duration::from_secs(16));
+        assert_eq!(backoff(30), MAX_BACKOFF);
+        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn jitter_never_shortens_and_adds_at_most_ten_percent() {
+        for _ in 0..100 {
+            let j = jitter(Duration::from_secs(100));
+            assert!(
+                j >= Duration::from_secs(100) && j <= Duration::from_secs(110),
+                "{j:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn error_policy_classes() {
+        assert!(Error::NoEgressAddresses.retry_soon());
+        assert!(!Error::ConfigMapTaken("x".into()).retry_soon());
+        assert!(!Error::Incomplete("namespace").retry_soon());
+    }
+
+    #[test]
+    fn truncates_on_char_boundaries() {
+        assert_eq!(truncate("ééé", 3), "é");
+        assert_eq!(truncate("abc", 10), "abc");
+    }
+}
