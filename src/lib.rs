@@ -8,5 +8,6 @@ pub mod controller;
 pub mod decide;
 pub mod dmarc;
 pub mod dns;
+pub mod reconcile;
 pub mod spf;
 pub mod telemetry;
