@@ -355,9 +355,9 @@ impl Resolver {
     async fn query_upstream(&self, name: &str, record_type: RecordType) -> (Outcome, Instant) {
         self.inner.upstream_queries.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let outcome = match Name::from_ascii(name) {
-            Ok(mut fqdn) => {
-                fqdn.set_fqdn(true);
+        // Labels go on the wire as they are: SPF targets may hold any visible character.
+        let outcome = match Name::from_labels(name.split('.').map(str::as_bytes)) {
+            Ok(fqdn) => {
                 match tokio::time::timeout(
                     self.inner.budget,
                     self.inner.resolver.lookup(fqdn, record_type),
@@ -505,8 +505,13 @@ fn type_label(record_type: RecordType) -> &'static str {
     }
 }
 
+/// A name's labels joined with dots, without escapes or the trailing dot.
 fn name_text(name: &Name) -> String {
-    name.to_ascii().trim_end_matches('.').to_string()
+    let labels: Vec<String> = name
+        .iter()
+        .map(|label| String::from_utf8_lossy(label).into_owned())
+        .collect();
+    labels.join(".")
 }
 
 /// The records of the asked type in an answer section (CNAMEs already followed).

@@ -499,7 +499,7 @@ impl<D: Dns> Evaluator<D> {
                 let target = self
                     .optional_target(run, domain.as_ref(), &node.domain)
                     .await?;
-                let Some(target) = target else {
+                let Some(target) = target.filter(|t| check_domain(t).is_ok()) else {
                     return Ok(false);
                 };
                 let (hit, void) = self.address_match(&target, ip, *cidr4, *cidr6).await?;
@@ -516,7 +516,7 @@ impl<D: Dns> Evaluator<D> {
                 let target = self
                     .optional_target(run, domain.as_ref(), &node.domain)
                     .await?;
-                let Some(target) = target else {
+                let Some(target) = target.filter(|t| check_domain(t).is_ok()) else {
                     return Ok(false);
                 };
                 let answer = self.dns.mx(&target).await?;
@@ -565,6 +565,10 @@ impl<D: Dns> Evaluator<D> {
             }
             Mechanism::Exists(spec) => {
                 let target = self.target(run, spec, &node.domain).await?;
+                if check_domain(&target).is_err() {
+                    // A name no query can be made for does not exist (§4.3, §5).
+                    return Ok(false);
+                }
                 let answer = self.dns.a(&target).await?;
                 if answer.is_void() {
                     run.count_void()?;
@@ -759,6 +763,14 @@ pub fn check_domain(domain: &str) -> Result<(), String> {
     }
     if labels < 2 {
         return Err("the domain is not a multi-label name".to_string());
+    }
+    let top = domain.rsplit('.').next().unwrap_or("");
+    let top_ok = top.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && top.bytes().any(|b| b.is_ascii_alphabetic())
+        && !top.starts_with('-')
+        && !top.ends_with('-');
+    if !top_ok {
+        return Err("the domain does not end in a top-level label".to_string());
     }
     Ok(())
 }

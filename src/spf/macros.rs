@@ -102,7 +102,8 @@ fn transform(value: &str, m: &Macro) -> String {
     parts.join(".")
 }
 
-/// The `i` form: dotted quad, or dot-separated nibbles for IPv6.
+/// The `i` form: dotted quad, or dot-separated nibbles for IPv6. Nibbles are upper case, as the
+/// RFC 7208 test suite expects in explanations (DNS compares names without case).
 fn dotted_ip(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => v4.to_string(),
@@ -112,7 +113,7 @@ fn dotted_ip(ip: IpAddr) -> String {
                 if n > 0 {
                     s.push('.');
                 }
-                let _ = write!(s, "{:x}.{:x}", byte >> 4, byte & 0x0f);
+                let _ = write!(s, "{:X}.{:X}", byte >> 4, byte & 0x0f);
             }
             s
         }
@@ -188,9 +189,10 @@ mod tests {
             run("%{d2}.trusted-domains.example.net", v4),
             "example.com.trusted-domains.example.net"
         );
-        assert_eq!(
-            run("%{ir}.%{v}._spf.%{d2}", "2001:db8::cb01"),
-            "1.0.b.c.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6._spf.example.com"
+        assert!(
+            run("%{ir}.%{v}._spf.%{d2}", "2001:db8::cb01").eq_ignore_ascii_case(
+                "1.0.b.c.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6._spf.example.com"
+            )
         );
     }
 

@@ -421,15 +421,14 @@ fn required_domain(word: &str, arg: &str) -> Result<MacroString, ParseError> {
     parse_domain_spec(word, spec)
 }
 
-/// `[":" domain-spec] [dual-cidr-length]` for `a` and `mx`.
+/// `[":" domain-spec] [dual-cidr-length]` for `a` and `mx`. The domain-spec may itself hold
+/// `/` and `:` (§7.1), so the CIDR lengths are taken from the end.
 fn domain_and_dual_cidr(
     word: &str,
     arg: &str,
 ) -> Result<(Option<MacroString>, u8, u8), ParseError> {
-    let (spec, cidr) = match arg.find('/') {
-        Some(i) => (&arg[..i], &arg[i..]),
-        None => (arg, ""),
-    };
+    let (rest, cidr6) = strip_cidr(arg, true);
+    let (spec, cidr4) = strip_cidr(rest, false);
     let domain = if spec.is_empty() {
         None
     } else {
@@ -438,32 +437,28 @@ fn domain_and_dual_cidr(
             .ok_or_else(|| err(word, "unexpected text after the mechanism"))?;
         Some(parse_domain_spec(word, spec)?)
     };
-    let (cidr4, cidr6) = parse_dual_cidr(word, cidr)?;
+    let cidr4 = match cidr4 {
+        Some(digits) => parse_cidr_digits(word, digits, 32)?,
+        None => 32,
+    };
+    let cidr6 = match cidr6 {
+        Some(digits) => parse_cidr_digits(word, digits, 128)?,
+        None => 128,
+    };
     Ok((domain, cidr4, cidr6))
 }
 
-/// `[ "/" ip4-cidr ] [ "//" ip6-cidr ]`.
-fn parse_dual_cidr(word: &str, text: &str) -> Result<(u8, u8), ParseError> {
-    if text.is_empty() {
-        return Ok((32, 128));
+/// Splits a trailing `/digits` (or `//digits` when `double`) off `text`.
+fn strip_cidr(text: &str, double: bool) -> (&str, Option<&str>) {
+    let digits = text.bytes().rev().take_while(u8::is_ascii_digit).count();
+    let head = &text[..text.len() - digits];
+    let slash = if double { "//" } else { "/" };
+    match head.strip_suffix(slash) {
+        Some(rest) if digits > 0 && (double || !rest.ends_with('/')) => {
+            (rest, Some(&text[text.len() - digits..]))
+        }
+        _ => (text, None),
     }
-    let (v4, v6) = match text.find("//") {
-        Some(i) => (&text[..i], Some(&text[i + 2..])),
-        None => (text, None),
-    };
-    let cidr4 = if v4.is_empty() {
-        32
-    } else {
-        let digits = v4
-            .strip_prefix('/')
-            .ok_or_else(|| err(word, "bad CIDR length"))?;
-        parse_cidr_digits(word, digits, 32)?
-    };
-    let cidr6 = match v6 {
-        None => 128,
-        Some(digits) => parse_cidr_digits(word, digits, 128)?,
-    };
-    Ok((cidr4, cidr6))
 }
 
 fn parse_cidr_digits(word: &str, digits: &str, max: u8) -> Result<u8, ParseError> {

@@ -57,6 +57,8 @@ pub enum Fault {
     ServFail,
     /// Over UDP answer with the TC bit and no records; over TCP answer normally.
     Truncate,
+    /// Answer queries for types the name has records of; never answer the others.
+    TimeoutNoData,
 }
 
 /// The records and faults the server answers from. Names are compared without case and
@@ -206,7 +208,8 @@ impl Zone {
             }
             let fail = |msg: &str| format!("line {}: {msg}: {line}", n + 1);
             let mut fields = line.splitn(4, char::is_whitespace);
-            let name = fields.next().ok_or_else(|| fail("no name"))?;
+            let name = unescape_name(fields.next().ok_or_else(|| fail("no name"))?);
+            let name = name.as_str();
             let kind = fields
                 .next()
                 .ok_or_else(|| fail("no type"))?
@@ -222,6 +225,10 @@ impl Zone {
                 }
                 "TRUNCATE" => {
                     zone.set_fault(name, Some(Fault::Truncate));
+                    continue;
+                }
+                "TIMEOUT-NODATA" => {
+                    zone.set_fault(name, Some(Fault::TimeoutNoData));
                     continue;
                 }
                 _ => {}
@@ -252,6 +259,36 @@ impl Zone {
         }
         Ok(zone)
     }
+}
+
+/// A name's labels as raw text (no escaping), the form zone keys use.
+fn wire_key(name: &Name) -> String {
+    let labels: Vec<String> = name
+        .iter()
+        .map(|label| String::from_utf8_lossy(label).into_owned())
+        .collect();
+    key(&labels.join("."))
+}
+
+/// A zone-file name with `\DDD` escapes (for spaces and other odd bytes) decoded.
+fn unescape_name(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let digits = bytes.get(i + 1..i + 4).unwrap_or(&[]);
+        if bytes[i] == b'\\' && digits.len() == 3 && digits.iter().all(u8::is_ascii_digit) {
+            let value = digits
+                .iter()
+                .fold(0u16, |v, d| v * 10 + u16::from(d - b'0'));
+            out.push(u8::try_from(value).unwrap_or(b'?'));
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `"a" "b"` with escapes, or the bare text as one string.
@@ -430,10 +467,13 @@ async fn serve_tcp(mut stream: TcpStream, zone: Arc<RwLock<Zone>>, queries: Arc<
     }
 }
 
+/// A name from its text, each label taken byte for byte (test names may hold any character).
 fn name(text: &str) -> Option<Name> {
-    let mut name = Name::from_ascii(text).ok()?;
-    name.set_fqdn(true);
-    Some(name)
+    let text = text.trim_end_matches('.');
+    if text.is_empty() {
+        return Some(Name::root());
+    }
+    Name::from_labels(text.split('.').map(str::as_bytes)).ok()
 }
 
 fn to_rdata(data: &Data) -> Option<RData> {
@@ -478,7 +518,7 @@ fn answer(zone: &RwLock<Zone>, request: &[u8], udp: bool) -> Option<Vec<u8>> {
         None => CLASSIC_UDP_LIMIT,
     };
     let qtype = query.query_type();
-    let qname = key(&query.name().to_ascii());
+    let qname = wire_key(query.name());
     {
         let zone = zone.read().unwrap_or_else(|p| p.into_inner());
         match zone.faults.get(&qname) {
@@ -490,6 +530,16 @@ fn answer(zone: &RwLock<Zone>, request: &[u8], udp: bool) -> Option<Vec<u8>> {
             Some(Fault::Truncate) if udp => {
                 reply.metadata.truncation = true;
                 return reply.to_vec().ok();
+            }
+            Some(Fault::TimeoutNoData) => {
+                let has_data = zone.records.get(&qname).is_some_and(|records| {
+                    records.iter().any(|(_, d)| {
+                        d.record_type() == qtype || d.record_type() == RecordType::CNAME
+                    })
+                });
+                if !has_data {
+                    return None;
+                }
             }
             _ => {}
         }
