@@ -1,11 +1,13 @@
 //! The Helm chart, rendered and linted: every option renders, the Deployment meets Pod Security
 //! `restricted`, RBAC holds no wildcard and no Secret, and the chart's CRD is the committed one.
 //!
-//! helm comes from the project's tools cache (`scripts/build-tools`).
+//! helm comes from the project's tools cache (`scripts/build-tools`, or `HDMO_TOOLS_BIN`).
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 
 use serde_json::Value;
 
@@ -17,34 +19,10 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The tools cache's bin directory (`HDMO_TOOLS_BIN`, or built on first use).
-fn tools_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(dir) = std::env::var_os("HDMO_TOOLS_BIN") {
-            return PathBuf::from(dir);
-        }
-        let out = Command::new(root().join("scripts/build-tools"))
-            .current_dir(root())
-            .output()
-            .expect("scripts/build-tools runs");
-        assert!(
-            out.status.success(),
-            "scripts/build-tools failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let dir = stdout
-            .lines()
-            .rfind(|l| !l.trim().is_empty())
-            .expect("scripts/build-tools printed its bin dir");
-        PathBuf::from(dir.trim())
-    })
-}
-
 /// Runs helm with `args` in the repository root; returns (success, stdout, stderr).
 fn helm(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(tools_bin().join("helm"))
+    let helm = support::cluster::tool("helm").expect("helm from the tools cache");
+    let out = Command::new(helm)
         .args(args)
         .current_dir(root())
         // Keep helm's own config and cache out of the user's home.
@@ -125,6 +103,36 @@ fn args(docs: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// The container's environment variables that have a literal value.
+fn env(docs: &[Value]) -> BTreeMap<String, String> {
+    container(docs)["env"]
+        .as_array()
+        .expect("env is a list")
+        .iter()
+        .filter_map(|e| {
+            Some((
+                e["name"].as_str()?.to_string(),
+                e["value"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Asserts every (variable, value) pair is set, and every name of `absent` is not.
+fn assert_env(docs: &[Value], expected: &[(&str, &str)], absent: &[&str]) {
+    let env = env(docs);
+    for (name, value) in expected {
+        assert_eq!(
+            env.get(*name).map(String::as_str),
+            Some(*value),
+            "{name} in {env:?}"
+        );
+    }
+    for name in absent {
+        assert!(!env.contains_key(*name), "unexpected {name} in {env:?}");
+    }
+}
+
 #[test]
 fn helm_lint_passes_for_default_and_full_values() {
     let (ok, stdout, stderr) = helm(&["lint", "--strict", CHART]);
@@ -149,34 +157,36 @@ fn default_values_render_the_minimal_set() {
             "ServiceAccount"
         ]
     );
-    let args = args(&docs);
-    for expected in [
-        "run",
-        "--provider-spf-domain=spf.mailing.provider.example",
-        "--provider-egress-ip=192.0.2.10",
-        "--provider-egress-ip=2001:db8::10",
-        "--default-sender=notifications+{tenant}@mailing.provider.example",
-        "--dns-timeout-ms=3000",
-        "--check-interval=15m",
-        "--metrics-addr=0.0.0.0:8080",
-    ] {
-        assert!(
-            args.iter().any(|a| a == expected),
-            "missing {expected} in {args:?}"
-        );
-    }
-    for absent in [
-        "--leader-election",
-        "--watch-namespace",
-        "--selector",
-        "--nameserver",
-        "--per-tenant-metrics",
-    ] {
-        assert!(
-            !args.iter().any(|a| a.starts_with(absent)),
-            "unexpected {absent} in {args:?}"
-        );
-    }
+    assert_eq!(
+        args(&docs),
+        ["run"],
+        "configuration goes through HDMO_* variables"
+    );
+    assert_env(
+        &docs,
+        &[
+            ("HDMO_PROVIDER_SPF_DOMAIN", "spf.mailing.provider.example"),
+            ("HDMO_PROVIDER_EGRESS_IP", "192.0.2.10,2001:db8::10"),
+            (
+                "HDMO_DEFAULT_SENDER",
+                "notifications+{tenant}@mailing.provider.example",
+            ),
+            ("HDMO_DNS_TIMEOUT_MS", "3000"),
+            ("HDMO_CHECK_INTERVAL", "15m"),
+            ("HDMO_METRICS_ADDR", "0.0.0.0:8080"),
+            ("RUST_LOG", "info"),
+        ],
+        &[
+            "HDMO_PROVIDER_SMTP_HOST",
+            "HDMO_NAMESERVER",
+            "HDMO_WATCH_NAMESPACE",
+            "HDMO_SELECTOR",
+            "HDMO_PER_TENANT_METRICS",
+            "HDMO_LEADER_ELECTION",
+            "HDMO_LEASE_NAMESPACE",
+            "HDMO_LEASE_NAME",
+        ],
+    );
     let deployment = one(&docs, "Deployment");
     assert_eq!(deployment["spec"]["replicas"], 1);
     assert_eq!(
@@ -213,32 +223,46 @@ fn full_values_render_every_option() {
             "ServiceMonitor"
         ]
     );
-    let args = args(&docs);
-    for expected in [
-        "--provider-spf-domain=spf.mailing.provider.example",
-        "--provider-egress-ip=198.51.100.25",
-        "--provider-egress-ip=198.51.100.26",
-        "--provider-egress-ip=2001:db8:25::1",
-        "--provider-smtp-host=smtp-out.mailing.provider.example",
-        "--default-sender=notifications+{tenant}.{namespace}@mailing.provider.example",
-        "--nameserver=10.96.0.10:53",
-        "--nameserver=[2001:db8::53]:53",
-        "--dns-timeout-ms=1500",
-        "--check-interval=5m",
-        "--watch-namespace=helpdesk-tenants",
-        "--selector=shard=a",
-        "--metrics-addr=0.0.0.0:9090",
-        "--per-tenant-metrics",
-        "--leader-election",
-        "--lease-namespace=mail-system",
-        "--lease-name=hdmo-shard-a",
-        "--example-extra-flag=1",
-    ] {
-        assert!(
-            args.iter().any(|a| a == expected),
-            "missing {expected} in {args:?}"
-        );
-    }
+    assert_eq!(args(&docs), ["run", "--example-extra-flag=1"]);
+    assert_env(
+        &docs,
+        &[
+            ("HDMO_PROVIDER_SPF_DOMAIN", "spf.mailing.provider.example"),
+            (
+                "HDMO_PROVIDER_EGRESS_IP",
+                "198.51.100.25,198.51.100.26,2001:db8:25::1",
+            ),
+            (
+                "HDMO_PROVIDER_SMTP_HOST",
+                "smtp-out.mailing.provider.example",
+            ),
+            (
+                "HDMO_DEFAULT_SENDER",
+                "notifications+{tenant}.{namespace}@mailing.provider.example",
+            ),
+            ("HDMO_NAMESERVER", "10.96.0.10:53,[2001:db8::53]:53"),
+            ("HDMO_DNS_TIMEOUT_MS", "1500"),
+            ("HDMO_CHECK_INTERVAL", "5m"),
+            ("HDMO_WATCH_NAMESPACE", "helpdesk-tenants"),
+            ("HDMO_SELECTOR", "shard=a"),
+            ("HDMO_METRICS_ADDR", "0.0.0.0:9090"),
+            ("HDMO_PER_TENANT_METRICS", "true"),
+            ("HDMO_LEADER_ELECTION", "true"),
+            ("HDMO_LEASE_NAMESPACE", "mail-system"),
+            ("HDMO_LEASE_NAME", "hdmo-shard-a"),
+            ("RUST_LOG", "info,helpdesk_mail_operator=debug"),
+            ("TZ", "UTC"),
+        ],
+        &[],
+    );
+    let identity = container(&docs)["env"]
+        .as_array()
+        .and_then(|env| env.iter().find(|e| e["name"] == "HDMO_LEASE_IDENTITY"))
+        .expect("the Lease holder is named after the pod");
+    assert_eq!(
+        identity["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
     let c = container(&docs);
     assert_eq!(
         c["image"],
@@ -246,13 +270,6 @@ fn full_values_render_every_option() {
     );
     assert_eq!(c["imagePullPolicy"], "Always");
     assert_eq!(c["ports"][0]["containerPort"], 9090);
-    let env = c["env"].as_array().expect("env is a list");
-    assert!(
-        env.iter()
-            .any(|e| e["name"] == "RUST_LOG" && e["value"] == "info,helpdesk_mail_operator=debug")
-    );
-    assert!(env.iter().any(|e| e["name"] == "TZ" && e["value"] == "UTC"));
-
     let deployment = one(&docs, "Deployment");
     assert_eq!(deployment["metadata"]["name"], "hdmo-shard-a");
     assert_eq!(deployment["metadata"]["labels"]["team"], "platform-mail");
@@ -559,16 +576,15 @@ fn leader_election_turns_on_with_more_than_one_replica() {
         ("leaderElection.enabled=true", true),
     ] {
         let docs = render(&["--set", set]);
-        let args = args(&docs);
+        let env = env(&docs);
         assert_eq!(
-            args.iter().any(|a| a == "--leader-election"),
-            expected,
-            "{set}: {args:?}"
+            env.get("HDMO_LEADER_ELECTION").map(String::as_str),
+            expected.then_some("true"),
+            "{set}: {env:?}"
         );
         assert_eq!(
-            args.iter()
-                .any(|a| a == "--lease-name=hdmo-helpdesk-mail-operator"),
-            expected,
+            env.get("HDMO_LEASE_NAME").map(String::as_str),
+            expected.then_some("hdmo-helpdesk-mail-operator"),
             "{set}: lease name defaults to the release's full name"
         );
         let lease_role = docs
