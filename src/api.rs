@@ -95,7 +95,6 @@ pub struct HelpdeskTenantSpec {
     #[x_kube(
         validation = Rule::new("self.all(s, self.exists_one(t, t.address.lowerAscii() == s.address.lowerAscii()))")
             .message("each sender address may appear only once")
-            .reason(Reason::FieldValueDuplicate)
     )]
     pub senders: Vec<Sender>,
 
