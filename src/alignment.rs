@@ -10,7 +10,12 @@
 //!   domain>`: when the envelope domain is the address's own domain that is exactly the MAIL
 //!   FROM the provider's SMTP sends, and for a separate bounce domain it is the closest guess we
 //!   have (the provider's real local part is often a per-message VERP token). Only records that
-//!   use the `%{s}` or `%{l}` macros can see the difference.
+//!   use the `%{s}` or `%{l}` macros can see the difference. The HELO name (the `%{h}` macro)
+//!   is the provider's SPF domain, the closest public name of its SMTP servers we know.
+//! - **Include tree.** Besides one evaluation per egress address, the envelope domain is
+//!   evaluated once for [`PROBE_IP`], an address no record is meant to match, so every
+//!   reachable term is walked: that gives the whole include tree, the worst-case lookup count
+//!   the lints and the suggestion use, and whether the provider include is reachable at all.
 //! - **Suggested record.** `include:<provider>` goes right before the first `all` term (so it is
 //!   evaluated before the catch-all answers); with no `all` but a `redirect=`, right before the
 //!   `redirect=` (mechanisms are evaluated before the redirect); with neither, after the last
@@ -1159,5 +1164,71 @@ mod tests {
         let s = suggest_record(Some("v=spf1 a mx -all"), P, 8, 2);
         assert_eq!(s.lookups, 11);
         assert!(s.warning.expect("warns").contains("11 DNS lookups"));
+    }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        const INCLUDE: &str = "include:spf.provider.example";
+
+        fn record() -> impl Strategy<Value = String> {
+            let term = prop_oneof![
+                Just("a"),
+                Just("mx:mail.customer.example"),
+                Just("-all"),
+                Just("~ALL"),
+                Just("?all"),
+                Just("+all"),
+                Just("all"),
+                Just("redirect=_spf.customer.example"),
+                Just("exp=why.customer.example"),
+                Just("ip4:192.0.2.0/24"),
+                Just("x-custom=1"),
+            ];
+            (
+                proptest::collection::vec((term, 1..3usize), 0..6),
+                0..2usize,
+            )
+                .prop_map(|(terms, trailing)| {
+                    let mut text = String::from("v=spf1");
+                    for (term, spaces) in terms {
+                        text.push_str(&" ".repeat(spaces));
+                        text.push_str(term);
+                    }
+                    text.push_str(&" ".repeat(trailing));
+                    text
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn insertion_removes_nothing(record in record()) {
+                let suggested = insert_include(&record, "spf.provider.example");
+                let at = suggested.find(INCLUDE).expect("inserted");
+                let before = &suggested[..at];
+                let after = &suggested[at + INCLUDE.len()..];
+                // The include comes with exactly one separating space of its own.
+                let restored = if let Some(rest) = after.strip_prefix(' ') {
+                    format!("{before}{rest}")
+                } else {
+                    format!("{}{after}", before.strip_suffix(' ').unwrap_or(before))
+                };
+                prop_assert_eq!(restored, record.clone());
+                // It is evaluated before any all term.
+                let all_at = suggested
+                    .split(' ')
+                    .position(|t| t.trim_start_matches(['+', '-', '~', '?']).eq_ignore_ascii_case("all"));
+                let include_at = suggested.split(' ').position(|t| t == INCLUDE);
+                if let (Some(all_at), Some(include_at)) = (all_at, include_at) {
+                    prop_assert!(include_at < all_at, "{}", suggested);
+                }
+            }
+
+            #[test]
+            fn insertion_never_panics(text in "\\PC{0,80}") {
+                let _ = insert_include(&text, "spf.provider.example");
+            }
+        }
     }
 }
