@@ -545,7 +545,13 @@ fn answer(zone: &RwLock<Zone>, request: &[u8], udp: bool) -> Option<Vec<u8>> {
         }
         let mut current = qname.clone();
         let mut seen = HashSet::new();
-        while seen.len() < MAX_CNAME_CHAIN && seen.insert(current.clone()) {
+        loop {
+            if seen.len() >= MAX_CNAME_CHAIN || !seen.insert(current.clone()) {
+                // A CNAME loop or an endless chain: answer as a recursive resolver does.
+                reply.answers.clear();
+                reply.metadata.response_code = ResponseCode::ServFail;
+                break;
+            }
             let records = zone.records.get(&current).map(Vec::as_slice).unwrap_or(&[]);
             let owner = name(&current)?;
             let cname = records.iter().find_map(|(ttl, d)| match d {
