@@ -1,0 +1,329 @@
+//! The chart in the real control plane: `helpdesk-mail-operator` installs with Helm, and the
+//! operator binary, run with nothing but a TokenRequest token of the chart's ServiceAccount,
+//! reconciles tenants end to end (the chart's RBAC is enough) and is refused Secrets (it is not
+//! too much).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, ensure};
+use helpdesk_mail_operator::api::{HelpdeskTenant, crd};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+use kube::api::{Api, ListParams, PostParams};
+use kube::config::{Kubeconfig, NamedAuthInfo};
+use support::cluster::{self, TestNamespace};
+use support::dns::{TestDns, Zone};
+
+const CHART: &str = "charts/helpdesk-mail-operator";
+const PROVIDER_INCLUDE: &str = "spf.mailing.provider.test";
+const EGRESS_V4: &str = "192.0.2.25";
+const EGRESS_V6: &str = "2001:db8::25";
+const WAIT: Duration = Duration::from_secs(90);
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs helm against the test cluster, with its own config and cache folders.
+fn helm(home: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let output = cluster::tool_command("helm")?
+        .args(args)
+        .current_dir(root())
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .output()
+        .context("running helm")?;
+    ensure!(
+        output.status.success(),
+        "helm {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The operator process; killed and reaped when dropped, its log kept for failure messages.
+struct Operator {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Operator {
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A kubeconfig for the test cluster whose only credential is `token`.
+fn token_kubeconfig(path: &Path, token: &str) -> anyhow::Result<()> {
+    let source = cluster::kubeconfig_env()?;
+    let mut merged: Option<Kubeconfig> = None;
+    for file in std::env::split_paths(&source) {
+        let config =
+            Kubeconfig::read_from(&file).with_context(|| format!("reading {}", file.display()))?;
+        merged = Some(match merged {
+            None => config,
+            Some(m) => m.merge(config).context("merging kubeconfigs")?,
+        });
+    }
+    let mut config = merged.ok_or_else(|| anyhow!("KUBECONFIG names no file"))?;
+    let current = config
+        .current_context
+        .clone()
+        .ok_or_else(|| anyhow!("the test kubeconfig has no current context"))?;
+    let context = config
+        .contexts
+        .iter_mut()
+        .find(|c| c.name == current)
+        .and_then(|c| c.context.as_mut())
+        .ok_or_else(|| anyhow!("context {current} is missing"))?;
+    context.user = Some("chart-service-account".to_owned());
+    let user: NamedAuthInfo = serde_json::from_value(serde_json::json!({
+        "name": "chart-service-account",
+        "user": { "token": token }
+    }))?;
+    config.auth_infos = vec![user];
+    // JSON is YAML: every kubeconfig reader takes it.
+    std::fs::write(path, serde_json::to_vec_pretty(&config)?)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn tenant(name: &str, label: (&str, &str), address: &str) -> anyhow::Result<HelpdeskTenant> {
+    Ok(serde_json::from_value(serde_json::json!({
+        "apiVersion": "mail.helpdesk.io/v1alpha1",
+        "kind": "HelpdeskTenant",
+        "metadata": { "name": name, "labels": { label.0: label.1 } },
+        "spec": { "checkInterval": "2s", "senders": [ { "address": address } ] }
+    }))?)
+}
+
+async fn sender_mode(api: &Api<ConfigMap>, name: &str) -> anyhow::Result<Option<String>> {
+    Ok(api
+        .get_opt(&format!("{name}-mail-settings"))
+        .await?
+        .and_then(|cm| cm.data)
+        .and_then(|data: BTreeMap<String, String>| data.get("sender-mode").cloned()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chart_installs_and_its_service_account_runs_the_operator() -> anyhow::Result<()> {
+    let client = cluster::client().await?;
+    // The CRD is shared by every test of the plane, so this release leaves it out
+    // (crds.enabled=false); tests/chart.rs proves the chart's CRD is this one.
+    cluster::apply_crd(&client, &crd()).await?;
+    let ns = TestNamespace::create(&client, "chart").await?;
+    ns.wait_default_service_account().await?;
+    let release = ns.name().to_owned();
+    let fullname = format!("{release}-helpdesk-mail-operator");
+    let shard = format!("shard={release}");
+    let scratch = tempfile::tempdir()?;
+
+    // Install: cluster-wide RBAC, leader election on, the shard's selector.
+    let selector_set = format!("selector={shard}");
+    let installed = helm(
+        scratch.path(),
+        &[
+            "install",
+            &release,
+            CHART,
+            "--namespace",
+            ns.name(),
+            "--set",
+            "crds.enabled=false",
+            "--set",
+            "leaderElection.enabled=true",
+            "--set",
+            &selector_set,
+            "--set",
+            "networkPolicy.enabled=true",
+            "--set",
+            "podDisruptionBudget.enabled=true",
+        ],
+    )?;
+    ensure!(
+        installed.contains("STATUS: deployed"),
+        "helm install: {installed}"
+    );
+    let status = helm(
+        scratch.path(),
+        &["status", &release, "--namespace", ns.name()],
+    )?;
+    ensure!(status.contains("STATUS: deployed"), "helm status: {status}");
+
+    // A token of the chart's ServiceAccount, and nothing else.
+    let accounts: Api<ServiceAccount> = ns.api();
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: Vec::new(),
+            expiration_seconds: Some(3600),
+            ..TokenRequestSpec::default()
+        },
+        ..TokenRequest::default()
+    };
+    let token = accounts
+        .create_token_request(&fullname, &PostParams::default(), &request)
+        .await
+        .context("TokenRequest for the chart's ServiceAccount")?
+        .status
+        .map(|s| s.token)
+        .ok_or_else(|| anyhow!("the TokenRequest returned no token"))?;
+    let kubeconfig = scratch.path().join("operator.kubeconfig");
+    token_kubeconfig(&kubeconfig, &token)?;
+
+    // Not too much: Secrets are refused, here and in every other namespace.
+    let as_operator = cluster::client_with_token(&token).await?;
+    for namespace in [ns.name(), "kube-system", "default"] {
+        let secrets: Api<Secret> = Api::namespaced(as_operator.clone(), namespace);
+        match secrets.list(&ListParams::default()).await {
+            Err(kube::Error::Api(status)) if status.code == 403 => {}
+            other => {
+                anyhow::bail!("listing Secrets in {namespace} must be forbidden, got {other:?}")
+            }
+        }
+    }
+    let all_secrets: Api<Secret> = Api::all(as_operator.clone());
+    match all_secrets.list(&ListParams::default()).await {
+        Err(kube::Error::Api(status)) if status.code == 403 => {}
+        other => anyhow::bail!("listing Secrets cluster-wide must be forbidden, got {other:?}"),
+    }
+
+    // DNS: one tenant aligned, one missing the provider include.
+    let zone = Zone::new()
+        .txt(
+            PROVIDER_INCLUDE,
+            &format!("v=spf1 ip4:{EGRESS_V4} ip6:{EGRESS_V6} -all"),
+        )
+        .txt(
+            "aligned.test",
+            &format!("v=spf1 include:{PROVIDER_INCLUDE} -all"),
+        )
+        .txt("_dmarc.aligned.test", "v=DMARC1; p=reject")
+        .txt("unaligned.test", "v=spf1 ip4:198.51.100.1 -all")
+        .txt("_dmarc.unaligned.test", "v=DMARC1; p=reject");
+    let dns = TestDns::start(zone).await?;
+
+    let tenants: Api<HelpdeskTenant> = ns.api();
+    let (key, value) = shard.split_once('=').ok_or_else(|| anyhow!("bad shard"))?;
+    tenants
+        .create(
+            &PostParams::default(),
+            &tenant("aligned", (key, value), "support@aligned.test")?,
+        )
+        .await?;
+    tenants
+        .create(
+            &PostParams::default(),
+            &tenant("unaligned", (key, value), "help@unaligned.test")?,
+        )
+        .await?;
+
+    // The operator, as the chart would run it, with the token kubeconfig.
+    let log = scratch.path().join("operator.log");
+    let log_file = std::fs::File::create(&log)?;
+    let child = Command::new(env!("CARGO_BIN_EXE_helpdesk-mail-operator"))
+        .args([
+            "run",
+            &format!("--provider-spf-domain={PROVIDER_INCLUDE}"),
+            &format!("--provider-egress-ip={EGRESS_V4}"),
+            &format!("--provider-egress-ip={EGRESS_V6}"),
+            "--default-sender=notifications+{tenant}@mailing.provider.test",
+            &format!("--nameserver={}", dns.addr()),
+            "--dns-timeout-ms=500",
+            "--check-interval=2s",
+            &format!("--selector={shard}"),
+            "--metrics-addr=127.0.0.1:0",
+            "--leader-election",
+            &format!("--lease-namespace={}", ns.name()),
+            &format!("--lease-name={fullname}"),
+        ])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .spawn()
+        .context("starting the operator")?;
+    let mut operator = Operator { child, log };
+
+    let configmaps: Api<ConfigMap> = ns.api();
+    let outcome = async {
+        cluster::eventually("the aligned tenant sends as itself", WAIT, || async {
+            Ok(
+                (sender_mode(&configmaps, "aligned").await?.as_deref() == Some("tenant"))
+                    .then_some(()),
+            )
+        })
+        .await?;
+        cluster::eventually("the unaligned tenant falls back", WAIT, || async {
+            Ok(
+                (sender_mode(&configmaps, "unaligned").await?.as_deref() == Some("fallback"))
+                    .then_some(()),
+            )
+        })
+        .await?;
+        // Status written through the status subresource.
+        cluster::eventually("status conditions", WAIT, || async {
+            let t = tenants.get("unaligned").await?;
+            let aligned = t
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "SpfAligned"))
+                .map(|c| c.status.clone());
+            Ok((aligned.as_deref() == Some("False")).then_some(()))
+        })
+        .await?;
+        // The Lease it holds, in the release namespace.
+        let leases: Api<Lease> = ns.api();
+        cluster::eventually("the operator's Lease", WAIT, || async {
+            Ok(leases
+                .get_opt(&fullname)
+                .await?
+                .and_then(|l| l.spec)
+                .and_then(|s| s.holder_identity))
+        })
+        .await?;
+        anyhow::Ok(())
+    }
+    .await;
+    let still_running = operator.child.try_wait()?.is_none();
+    if let Err(error) = outcome {
+        return Err(error.context(format!("operator log:\n{}", operator.log_tail())));
+    }
+    ensure!(
+        still_running,
+        "the operator exited:\n{}",
+        operator.log_tail()
+    );
+    let log = std::fs::read_to_string(&operator.log)?;
+    ensure!(
+        !log.contains("forbidden") && !log.contains("Forbidden"),
+        "the operator met a permission error:\n{}",
+        operator.log_tail()
+    );
+    drop(operator);
+
+    helm(
+        scratch.path(),
+        &["uninstall", &release, "--namespace", ns.name()],
+    )?;
+    ns.cleanup().await?;
+    Ok(())
+}
