@@ -30,7 +30,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use crate::dmarc::{self, AlignmentMode, Discovery, normalize_domain};
 use crate::dns::{Dns, DnsError};
 use crate::spf::lints::{lint, tree_reaches};
-use crate::spf::{Evaluator, Node, NodeKind, SpfOutcome, SpfQuery, parse_record};
+use crate::spf::{Evaluator, Node, NodeKind, SpfOutcome, SpfQuery, parse_record, result_name};
 
 /// RFC 7208 §4.6.4: DNS-querying terms allowed in one evaluation.
 pub const LOOKUP_LIMIT: u32 = 10;
@@ -68,24 +68,9 @@ pub enum SpfResult {
     Permerror,
 }
 
-impl SpfResult {
-    /// The RFC 7208 name, lower case.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SpfResult::None => "none",
-            SpfResult::Neutral => "neutral",
-            SpfResult::Pass => "pass",
-            SpfResult::Fail => "fail",
-            SpfResult::Softfail => "softfail",
-            SpfResult::Temperror => "temperror",
-            SpfResult::Permerror => "permerror",
-        }
-    }
-}
-
 impl std::fmt::Display for SpfResult {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(crate::spf::result_name(*self))
     }
 }
 
@@ -292,7 +277,7 @@ pub fn decide_verdict(
     }
     let denied = with(&[SpfResult::Fail, SpfResult::Softfail, SpfResult::Neutral]);
     if !denied.is_empty() {
-        let mut outcomes: Vec<&str> = denied.iter().map(|r| r.result.as_str()).collect();
+        let mut outcomes: Vec<&str> = denied.iter().map(|r| result_name(r.result)).collect();
         outcomes.sort_unstable();
         outcomes.dedup();
         return Verdict::Unaligned {
@@ -837,7 +822,7 @@ pub fn render_text(detail: &CheckDetail, provider_domain: &str) -> String {
             out,
             "  {:width$}  {:9}  {why}  ({} of {LOOKUP_LIMIT} lookups, {} void)",
             trace.ip.to_string(),
-            outcome.result.as_str(),
+            result_name(outcome.result),
             trace.lookups,
             trace.void_lookups,
         );
