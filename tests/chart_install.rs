@@ -8,6 +8,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, ensure};
@@ -51,11 +52,23 @@ fn helm(home: &Path, args: &[&str]) -> anyhow::Result<String> {
 
 /// The operator process; killed and reaped when dropped, its log kept for failure messages.
 struct Operator {
-    child: Child,
+    child: Mutex<Child>,
     log: PathBuf,
 }
 
 impl Operator {
+    /// Fails once the process has exited, so waits end early with its log.
+    fn ensure_running(&self) -> anyhow::Result<()> {
+        let mut child = self
+            .child
+            .lock()
+            .map_err(|_| anyhow!("operator lock poisoned"))?;
+        match child.try_wait()? {
+            None => Ok(()),
+            Some(status) => anyhow::bail!("the operator exited with {status}"),
+        }
+    }
+
     fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -65,8 +78,9 @@ impl Operator {
 
 impl Drop for Operator {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let child = self.child.get_mut().unwrap_or_else(|p| p.into_inner());
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
@@ -123,6 +137,22 @@ async fn sender_mode(api: &Api<ConfigMap>, name: &str) -> anyhow::Result<Option<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chart_installs_and_its_service_account_runs_the_operator() -> anyhow::Result<()> {
+    install_and_run(Scope::Cluster).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chart_with_watch_namespace_grants_one_namespace_only() -> anyhow::Result<()> {
+    install_and_run(Scope::Namespace).await
+}
+
+/// RBAC the chart creates: a ClusterRole (the default) or, with `watchNamespace`, a Role.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    Cluster,
+    Namespace,
+}
+
+async fn install_and_run(scope: Scope) -> anyhow::Result<()> {
     let client = cluster::client().await?;
     // The CRD is shared by every test of the plane, so this release leaves it out
     // (crds.enabled=false); tests/chart.rs proves the chart's CRD is this one.
@@ -134,28 +164,30 @@ async fn chart_installs_and_its_service_account_runs_the_operator() -> anyhow::R
     let shard = format!("shard={release}");
     let scratch = tempfile::tempdir()?;
 
-    // Install: cluster-wide RBAC, leader election on, the shard's selector.
+    // Install: leader election on, the shard's selector, and the RBAC scope under test.
     let selector_set = format!("selector={shard}");
-    let installed = helm(
-        scratch.path(),
-        &[
-            "install",
-            &release,
-            CHART,
-            "--namespace",
-            ns.name(),
-            "--set",
-            "crds.enabled=false",
-            "--set",
-            "leaderElection.enabled=true",
-            "--set",
-            &selector_set,
-            "--set",
-            "networkPolicy.enabled=true",
-            "--set",
-            "podDisruptionBudget.enabled=true",
-        ],
-    )?;
+    let watch_set = format!("watchNamespace={}", ns.name());
+    let mut install = vec![
+        "install",
+        &release,
+        CHART,
+        "--namespace",
+        ns.name(),
+        "--set",
+        "crds.enabled=false",
+        "--set",
+        "leaderElection.enabled=true",
+        "--set",
+        &selector_set,
+        "--set",
+        "networkPolicy.enabled=true",
+        "--set",
+        "podDisruptionBudget.enabled=true",
+    ];
+    if scope == Scope::Namespace {
+        install.extend(["--set", &watch_set]);
+    }
+    let installed = helm(scratch.path(), &install)?;
     ensure!(
         installed.contains("STATUS: deployed"),
         "helm install: {installed}"
@@ -201,6 +233,14 @@ async fn chart_installs_and_its_service_account_runs_the_operator() -> anyhow::R
     match all_secrets.list(&ListParams::default()).await {
         Err(kube::Error::Api(status)) if status.code == 403 => {}
         other => anyhow::bail!("listing Secrets cluster-wide must be forbidden, got {other:?}"),
+    }
+    // With watchNamespace, tenants elsewhere are out of reach too.
+    let everywhere: Api<HelpdeskTenant> = Api::all(as_operator.clone());
+    let listed = everywhere.list(&ListParams::default()).await;
+    match (scope, listed) {
+        (Scope::Cluster, Ok(_)) => {}
+        (Scope::Namespace, Err(kube::Error::Api(status))) if status.code == 403 => {}
+        (_, other) => anyhow::bail!("listing tenants in all namespaces: unexpected {other:?}"),
     }
 
     // DNS: one tenant aligned, one missing the provider include.
@@ -252,6 +292,10 @@ async fn chart_installs_and_its_service_account_runs_the_operator() -> anyhow::R
             &format!("--lease-namespace={}", ns.name()),
             &format!("--lease-name={fullname}"),
         ])
+        .args(match scope {
+            Scope::Namespace => vec![format!("--watch-namespace={}", ns.name())],
+            Scope::Cluster => Vec::new(),
+        })
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("KUBECONFIG", &kubeconfig)
@@ -261,10 +305,13 @@ async fn chart_installs_and_its_service_account_runs_the_operator() -> anyhow::R
         .stderr(log_file)
         .spawn()
         .context("starting the operator")?;
-    let mut operator = Operator { child, log };
+    let operator = Operator {
+        child: Mutex::new(child),
+        log,
+    };
 
     let configmaps: Api<ConfigMap> = ns.api();
-    let outcome = async {
+    let checks = async {
         cluster::eventually("the aligned tenant sends as itself", WAIT, || async {
             Ok(
                 (sender_mode(&configmaps, "aligned").await?.as_deref() == Some("tenant"))
@@ -301,9 +348,18 @@ async fn chart_installs_and_its_service_account_runs_the_operator() -> anyhow::R
         })
         .await?;
         anyhow::Ok(())
-    }
-    .await;
-    let still_running = operator.child.try_wait()?.is_none();
+    };
+    // Stop waiting as soon as the operator exits.
+    let exited = async {
+        while operator.ensure_running().is_ok() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let outcome = tokio::select! {
+        result = checks => result,
+        () = exited => Err(anyhow!("the operator exited before reconciling")),
+    };
+    let still_running = operator.ensure_running().is_ok();
     if let Err(error) = outcome {
         return Err(error.context(format!("operator log:\n{}", operator.log_tail())));
     }
