@@ -818,6 +818,14 @@ mod tests {
             }
 
             #[test]
+            fn domain_functions_never_panic(a in "\\PC{0,40}", b in "[a-zA-Z0-9.\\-]{0,40}") {
+                let _ = organizational_domain(&a);
+                let _ = discovery_domains(&a);
+                let _ = domains_align(&a, &b, AlignmentMode::Relaxed);
+                prop_assert!(domains_align(&b, &b, AlignmentMode::Strict) || normalize_domain(&b).is_empty());
+            }
+
+            #[test]
             fn strict_alignment_implies_relaxed(a in "[a-z]{1,5}(\\.[a-z]{1,5}){0,3}", b in "[a-z]{1,5}(\\.[a-z]{1,5}){0,3}") {
                 if domains_align(&a, &b, AlignmentMode::Strict) {
                     prop_assert!(domains_align(&a, &b, AlignmentMode::Relaxed));
