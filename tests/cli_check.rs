@@ -223,3 +223,28 @@ async fn usage_errors_exit_two_and_help_documents_the_exit_status() {
     );
     assert!(help.contains("--envelope-domain"), "{help}");
 }
+
+#[tokio::test]
+async fn provider_settings_come_from_the_operator_environment() {
+    // The chart passes the operator's configuration as HDMO_* variables, so `kubectl exec ...
+    // check --domain D` inside the pod needs no provider flags.
+    let zone = zone().txt(
+        "customer.example",
+        "v=spf1 include:spf.provider.example -all",
+    );
+    let server = TestDns::start(zone).await.expect("DNS server starts");
+    let output = tokio::process::Command::new(BIN)
+        .args(["check", "--domain", "customer.example"])
+        .env("HDMO_PROVIDER_SPF_DOMAIN", PROVIDER)
+        .env("HDMO_PROVIDER_EGRESS_IP", "203.0.113.10,2001:db8:1::10")
+        .env_remove("HDMO_PROVIDER_SMTP_HOST")
+        .env("HDMO_NAMESERVER", server.addr().to_string())
+        .env("HDMO_DNS_TIMEOUT_MS", "300")
+        .output()
+        .await
+        .expect("the binary runs");
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(text.contains("203.0.113.10    pass"), "{text}");
+    assert!(text.contains("2001:db8:1::10  pass"), "{text}");
+}
