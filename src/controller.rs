@@ -31,7 +31,7 @@ use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use crate::api::{FIELD_MANAGER, HelpdeskTenant};
 use crate::dns::{DnsConfig, QueryEvent, QueryObserver, Resolver};
@@ -359,9 +359,23 @@ async fn run_controller(
     let ready_store = store.clone();
     let ready_health = health.clone();
     let ready = tokio::spawn(async move {
-        if ready_store.wait_until_ready().await.is_ok() {
-            info!("caches synced");
-            ready_health.set_ready(true);
+        // The store's readiness signal wakes only its latest waiter, and the controller waits
+        // on it too: poll again every so often instead of trusting one wake-up.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(250), ready_store.wait_until_ready())
+                .await
+            {
+                Ok(Ok(())) => {
+                    info!("caches synced");
+                    ready_health.set_ready(true);
+                    return;
+                }
+                Ok(Err(error)) => {
+                    warn!(%error, "the cache will not sync");
+                    return;
+                }
+                Err(_) => {}
+            }
         }
     });
     let per_tenant = args.per_tenant_metrics;
@@ -376,7 +390,7 @@ async fn run_controller(
             match result {
                 Ok(_) => {}
                 Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
-                Err(error) => debug!(%error, "controller event"),
+                Err(error) => warn!(%error, "controller error"),
             }
         })
         .await;

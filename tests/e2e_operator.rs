@@ -1,0 +1,1041 @@
+//! End to end: the built operator binary, run as a user runs it, against the real control
+//! plane and a real DNS server on loopback. Each scenario has its own namespace, its own DNS
+//! server and its own operator process, which talks to the API server with a ServiceAccount
+//! token bound to exactly the RBAC rules documented in `src/controller.rs`.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, ensure};
+use futures::{StreamExt, TryStreamExt};
+use helpdesk_mail_operator::api::{self, HelpdeskTenant, HelpdeskTenantSpec, Mode, Sender};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use kube::ResourceExt;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams,
+    PostParams,
+};
+use kube::config::Kubeconfig;
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::json;
+use support::cluster::{self, TestNamespace, eventually};
+use support::dns::{Data, Fault, TestDns, Zone};
+
+const PROVIDER_SPF: &str = "spf.provider.test";
+const EGRESS_IP: &str = "192.0.2.10";
+const INTERVAL_SECONDS: u64 = 2;
+const TTL: u32 = 1;
+const WAIT: Duration = Duration::from_secs(60);
+
+fn include_record() -> String {
+    format!("v=spf1 include:{PROVIDER_SPF} -all")
+}
+
+/// The provider's zone and a tenant domain whose SPF includes the provider.
+fn zone(domain: &str) -> Zone {
+    let mut zone = Zone::new();
+    zone.negative_ttl = TTL;
+    zone.add(
+        PROVIDER_SPF,
+        TTL,
+        txt(&format!("v=spf1 ip4:{EGRESS_IP} -all")),
+    );
+    zone.add(domain, TTL, txt(&include_record()));
+    zone.add(&format!("_dmarc.{domain}"), TTL, txt("v=DMARC1; p=reject"));
+    zone
+}
+
+fn txt(text: &str) -> Data {
+    Data::Txt(vec![text.as_bytes().to_vec()])
+}
+
+fn set_spf(dns: &TestDns, domain: &str, text: &str, ttl: u32) {
+    let (domain, text) = (domain.to_owned(), text.to_owned());
+    dns.update(move |zone| {
+        zone.remove(&domain, hickory_proto::rr::RecordType::TXT);
+        zone.add(&domain, ttl, txt(&text));
+    });
+}
+
+fn set_fault(dns: &TestDns, domain: &str, fault: Option<Fault>) {
+    let domain = domain.to_owned();
+    dns.update(move |zone| {
+        zone.set_fault(&domain, fault);
+    });
+}
+
+/// The operator's RBAC (see the module doc of `src/controller.rs`), as a namespaced Role.
+fn operator_rules() -> Vec<PolicyRule> {
+    let rule = |groups: &[&str], resources: &[&str], verbs: &[&str]| PolicyRule {
+        api_groups: Some(groups.iter().map(|s| (*s).to_owned()).collect()),
+        resources: Some(resources.iter().map(|s| (*s).to_owned()).collect()),
+        verbs: verbs.iter().map(|s| (*s).to_owned()).collect(),
+        ..PolicyRule::default()
+    };
+    vec![
+        rule(
+            &[api::GROUP],
+            &["helpdesktenants"],
+            &["get", "list", "watch"],
+        ),
+        rule(
+            &[api::GROUP],
+            &["helpdesktenants/status"],
+            &["get", "patch"],
+        ),
+        rule(
+            &[""],
+            &["configmaps"],
+            &["get", "list", "watch", "create", "patch"],
+        ),
+        rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
+        rule(
+            &["coordination.k8s.io"],
+            &["leases"],
+            &["get", "list", "watch", "create", "patch", "update"],
+        ),
+    ]
+}
+
+/// A kubeconfig for a ServiceAccount of the namespace bound to [`operator_rules`].
+async fn operator_kubeconfig(ns: &TestNamespace, dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let name = "helpdesk-mail-operator";
+    let meta = || ObjectMeta {
+        name: Some(name.to_owned()),
+        ..ObjectMeta::default()
+    };
+    let pp = PostParams::default();
+    ns.api::<ServiceAccount>()
+        .create(
+            &pp,
+            &ServiceAccount {
+                metadata: meta(),
+                ..Default::default()
+            },
+        )
+        .await?;
+    ns.api::<Role>()
+        .create(
+            &pp,
+            &Role {
+                metadata: meta(),
+                rules: Some(operator_rules()),
+            },
+        )
+        .await?;
+    ns.api::<RoleBinding>()
+        .create(
+            &pp,
+            &RoleBinding {
+                metadata: meta(),
+                role_ref: RoleRef {
+                    api_group: "rbac.authorization.k8s.io".to_owned(),
+                    kind: "Role".to_owned(),
+                    name: name.to_owned(),
+                },
+                subjects: Some(vec![Subject {
+                    kind: "ServiceAccount".to_owned(),
+                    name: name.to_owned(),
+                    namespace: Some(ns.name().to_owned()),
+                    ..Subject::default()
+                }]),
+            },
+        )
+        .await?;
+    let token = ns
+        .api::<ServiceAccount>()
+        .create_token_request(
+            name,
+            &pp,
+            &TokenRequest {
+                spec: TokenRequestSpec {
+                    expiration_seconds: Some(3600),
+                    ..TokenRequestSpec::default()
+                },
+                ..TokenRequest::default()
+            },
+        )
+        .await?
+        .status
+        .ok_or_else(|| anyhow!("no token in the TokenRequest"))?
+        .token;
+    let admin = match std::env::var("KUBECONFIG") {
+        Ok(paths) if !paths.is_empty() => {
+            Kubeconfig::read_from(paths.split(':').next().unwrap_or_default())?
+        }
+        _ => Kubeconfig::read_from(cluster::kubeconfig_env()?)?,
+    };
+    let named = admin
+        .clusters
+        .first()
+        .ok_or_else(|| anyhow!("no cluster in the kubeconfig"))?;
+    let server = named
+        .cluster
+        .as_ref()
+        .ok_or_else(|| anyhow!("empty cluster entry"))?;
+    let mut cluster_entry = json!({ "server": server.server });
+    if let Some(data) = &server.certificate_authority_data {
+        cluster_entry["certificate-authority-data"] = json!(data);
+    }
+    if let Some(path) = &server.certificate_authority {
+        cluster_entry["certificate-authority"] = json!(path);
+    }
+    let config = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{ "name": "plane", "cluster": cluster_entry }],
+        "users": [{ "name": name, "user": { "token": token } }],
+        "contexts": [{ "name": "operator", "context": { "cluster": "plane", "user": name, "namespace": ns.name() } }],
+        "current-context": "operator",
+    });
+    let path = dir.join("operator.kubeconfig");
+    std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
+    Ok(path)
+}
+
+/// A running operator process; killed when dropped.
+struct Operator {
+    child: Child,
+    log: PathBuf,
+    metrics_port: u16,
+}
+
+impl Operator {
+    fn spawn(
+        kubeconfig: &std::path::Path,
+        namespace: &str,
+        dns: &TestDns,
+        log: PathBuf,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let metrics_port = free_port()?;
+        let file = std::fs::File::create(&log)?;
+        let child = Command::new(env!("CARGO_BIN_EXE_helpdesk-mail-operator"))
+            .arg("run")
+            .args(["--provider-spf-domain", PROVIDER_SPF])
+            .args(["--provider-egress-ip", EGRESS_IP])
+            .args(["--default-sender", "notify+{tenant}@provider.test"])
+            .args(["--nameserver", &dns.addr().to_string()])
+            .args(["--dns-timeout-ms", "300"])
+            .args(["--check-interval", &format!("{INTERVAL_SECONDS}s")])
+            .args(["--watch-namespace", namespace])
+            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info,helpdesk_mail_operator=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .context("starting the operator binary")?;
+        Ok(Self {
+            child,
+            log,
+            metrics_port,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A metric's value from `/metrics` (summed over label sets), 0 when absent.
+    async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let text = http_get(self.metrics_port, "/metrics").await?.1;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+
+    fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status()?;
+        ensure!(status.success(), "kill {signal} failed");
+        Ok(())
+    }
+
+    /// Waits for the process to exit; returns whether it exited successfully.
+    async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<bool> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status.success());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the operator did not exit within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(80).collect();
+            eprintln!("--- {} (last lines)", self.log.display());
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// A bare HTTP/1.0 GET on loopback: (status code, body).
+async fn http_get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow!("bad HTTP response"))?;
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    Ok((code, body))
+}
+
+/// One scenario's world: namespace, DNS server, operator credentials.
+struct World {
+    ns: TestNamespace,
+    dns: TestDns,
+    dir: PathBuf,
+    kubeconfig: PathBuf,
+    domain: String,
+}
+
+impl World {
+    async fn new(prefix: &str, dir: PathBuf) -> anyhow::Result<Self> {
+        let client = cluster::client().await?;
+        cluster::apply_crd(&client, &api::crd()).await?;
+        let ns = TestNamespace::create(&client, prefix).await?;
+        let domain = format!("{prefix}.test");
+        let dns = TestDns::start(zone(&domain)).await?;
+        let kubeconfig = operator_kubeconfig(&ns, &dir).await?;
+        Ok(Self {
+            ns,
+            dns,
+            dir,
+            kubeconfig,
+            domain,
+        })
+    }
+
+    fn operator(&self, name: &str, extra: &[&str]) -> anyhow::Result<Operator> {
+        Operator::spawn(
+            &self.kubeconfig,
+            self.ns.name(),
+            &self.dns,
+            self.dir.join(format!("{name}.log")),
+            extra,
+        )
+    }
+
+    fn address(&self) -> String {
+        format!("support@{}", self.domain)
+    }
+
+    fn tenants(&self) -> Api<HelpdeskTenant> {
+        self.ns.api()
+    }
+
+    fn config_maps(&self) -> Api<ConfigMap> {
+        self.ns.api()
+    }
+
+    async fn create_tenant(&self, name: &str, mode: Mode) -> anyhow::Result<HelpdeskTenant> {
+        let tenant = HelpdeskTenant::new(name, spec(&[&self.address()], mode));
+        Ok(self
+            .tenants()
+            .create(&PostParams::default(), &tenant)
+            .await?)
+    }
+
+    async fn wait_tenant(
+        &self,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&HelpdeskTenant) -> bool,
+    ) -> anyhow::Result<HelpdeskTenant> {
+        let api = self.tenants();
+        eventually(what, WAIT, || async {
+            Ok(api.get_opt(name).await?.filter(|t| pred(t)))
+        })
+        .await
+    }
+
+    async fn wait_config_map(
+        &self,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&BTreeMap<String, String>) -> bool,
+    ) -> anyhow::Result<ConfigMap> {
+        let api = self.config_maps();
+        eventually(what, WAIT, || async {
+            Ok(api
+                .get_opt(name)
+                .await?
+                .filter(|cm| pred(&cm.data.clone().unwrap_or_default())))
+        })
+        .await
+    }
+
+    async fn event_reasons(&self) -> anyhow::Result<Vec<String>> {
+        let events = self.ns.api::<Event>().list(&ListParams::default()).await?;
+        Ok(events.items.into_iter().filter_map(|e| e.reason).collect())
+    }
+
+    async fn wait_event(&self, reason: &str) -> anyhow::Result<()> {
+        eventually(&format!("a {reason} Event"), WAIT, || async {
+            Ok(self
+                .event_reasons()
+                .await?
+                .iter()
+                .any(|r| r == reason)
+                .then_some(()))
+        })
+        .await
+    }
+}
+
+fn spec(addresses: &[&str], mode: Mode) -> HelpdeskTenantSpec {
+    HelpdeskTenantSpec {
+        senders: addresses
+            .iter()
+            .map(|a| Sender {
+                address: (*a).to_owned(),
+                envelope_domain: None,
+            })
+            .collect(),
+        fallback_sender: None,
+        mode,
+        check_interval: None,
+        failure_threshold: 2,
+        success_threshold: 2,
+        suspend: false,
+        mail_settings: None,
+    }
+}
+
+fn condition<'a>(
+    tenant: &'a HelpdeskTenant,
+    kind: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    tenant
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == kind)
+}
+
+fn condition_is(tenant: &HelpdeskTenant, kind: &str, status: &str) -> bool {
+    condition(tenant, kind).is_some_and(|c| c.status == status)
+}
+
+fn mode_is(data: &BTreeMap<String, String>, mode: &str) -> bool {
+    data.get("sender-mode").map(String::as_str) == Some(mode)
+}
+
+/// Runs a scenario and prints the operator logs when it fails.
+async fn scenario<F, Fut>(prefix: &str, body: F)
+where
+    F: FnOnce(World) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let logs = tempfile::tempdir().expect("a directory for the logs");
+    let world = World::new(prefix, logs.path().to_owned())
+        .await
+        .expect("the scenario's world starts");
+    let result = body(world).await;
+    if let Err(error) = result {
+        for entry in std::fs::read_dir(logs.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(60).collect();
+            eprintln!("--- {} (last lines)", entry.path().display());
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+        panic!("{prefix}: {error:#}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aligned_tenant_flips_to_fallback_and_back() {
+    scenario("flip", |w| async move {
+        let _operator = w.operator("operator", &[])?;
+        w.create_tenant("acme", Mode::Enforce).await?;
+        let address = w.address();
+
+        // Aligned: the tenant's own address.
+        w.wait_config_map("acme-mail-settings", "sender-mode tenant", |d| {
+            mode_is(d, "tenant")
+        })
+        .await?;
+        let cm = w.config_maps().get("acme-mail-settings").await?;
+        let data = cm.data.clone().unwrap_or_default();
+        assert_eq!(data["from"], address);
+        assert_eq!(data["reply-to"], "");
+        let owner = &cm.owner_references()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+            ("HelpdeskTenant", "acme", Some(true))
+        );
+        let t = w
+            .wait_tenant("acme", "Ready", |t| {
+                condition_is(t, "Ready", "True") && condition_is(t, "SpfAligned", "True")
+            })
+            .await?;
+        let status = t.status.clone().unwrap_or_default();
+        assert_eq!(status.aligned_senders.as_deref(), Some("1/1"));
+        assert_eq!(status.observed_generation, t.metadata.generation);
+        assert!(condition_is(&t, "FallbackActive", "False"));
+        w.wait_event("TenantSenderActivated").await?;
+
+        // Include removed: fallback after two definitive failures.
+        let removed_at = Instant::now();
+        set_spf(&w.dns, &w.domain, "v=spf1 -all", TTL);
+        w.wait_config_map("acme-mail-settings", "sender-mode fallback", |d| {
+            mode_is(d, "fallback")
+        })
+        .await?;
+        let flip = removed_at.elapsed();
+        let cm = w.config_maps().get("acme-mail-settings").await?;
+        let data = cm.data.unwrap_or_default();
+        assert_eq!(data["from"], "notify+acme@provider.test");
+        assert_eq!(data["reply-to"], address);
+        let senders: serde_json::Value = serde_json::from_str(&data["senders.json"])?;
+        assert_eq!(senders[&address]["mode"], "fallback");
+        let t = w
+            .wait_tenant("acme", "FallbackActive", |t| {
+                condition_is(t, "FallbackActive", "True")
+            })
+            .await?;
+        let aligned = condition(&t, "SpfAligned").ok_or_else(|| anyhow!("no SpfAligned"))?;
+        assert_eq!(
+            (aligned.status.as_str(), aligned.reason.as_str()),
+            ("False", "ProviderNotAuthorized")
+        );
+        let sender = &t
+            .status
+            .as_ref()
+            .ok_or_else(|| anyhow!("no status"))?
+            .senders[0];
+        assert_eq!(sender.state, api::SenderState::Unaligned);
+        assert_eq!(sender.sending_as, api::SendingAs::Fallback);
+        assert_eq!(sender.consecutive_failures, 2);
+        let spf = sender
+            .spf
+            .as_ref()
+            .ok_or_else(|| anyhow!("no SPF detail"))?;
+        assert_eq!(spf.record.as_deref(), Some("v=spf1 -all"));
+        assert_eq!(spf.results[EGRESS_IP], "fail");
+        assert!(!spf.provider_include_reachable);
+        let suggested = sender
+            .suggested_record
+            .as_ref()
+            .ok_or_else(|| anyhow!("no suggested record"))?;
+        assert!(
+            suggested
+                .record
+                .contains(&format!("include:{PROVIDER_SPF}")),
+            "{}",
+            suggested.record
+        );
+        assert_eq!(
+            sender.dmarc.as_ref().and_then(|d| d.p.as_deref()),
+            Some("reject")
+        );
+        w.wait_event("FallbackActivated").await?;
+        let reasons = w.event_reasons().await?;
+        assert_eq!(
+            reasons.iter().filter(|r| *r == "FallbackActivated").count(),
+            1,
+            "{reasons:?}"
+        );
+        assert!(
+            flip < Duration::from_secs(INTERVAL_SECONDS * 2 + 10),
+            "fallback took {flip:?}"
+        );
+
+        // Include restored with a 4 s TTL: back after two aligned checks and validAfter.
+        set_spf(&w.dns, &w.domain, &include_record(), 4);
+        let t = w
+            .wait_tenant("acme", "a success streak", |t| {
+                t.status
+                    .as_ref()
+                    .is_some_and(|s| s.senders[0].valid_after.is_some())
+            })
+            .await?;
+        let valid_after = t
+            .status
+            .as_ref()
+            .and_then(|s| s.senders[0].valid_after.clone())
+            .ok_or_else(|| anyhow!("no validAfter"))?;
+        w.wait_config_map("acme-mail-settings", "sender-mode tenant again", |d| {
+            mode_is(d, "tenant")
+        })
+        .await?;
+        let switched = jiff::Timestamp::now();
+        assert!(
+            switched >= valid_after.0,
+            "returned at {switched} before validAfter {}",
+            valid_after.0
+        );
+        w.wait_event("TenantSenderRestored").await?;
+        let t = w
+            .wait_tenant("acme", "aligned again", |t| {
+                condition_is(t, "FallbackActive", "False")
+            })
+            .await?;
+        assert!(condition_is(&t, "SpfAligned", "True"));
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_failures_keep_the_sender_and_show_unknown() {
+    scenario("tempfail", |w| async move {
+        let _operator = w.operator("operator", &[])?;
+        w.create_tenant("acme", Mode::Enforce).await?;
+        w.wait_config_map("acme-mail-settings", "sender-mode tenant", |d| {
+            mode_is(d, "tenant")
+        })
+        .await?;
+
+        for fault in [Fault::Timeout, Fault::ServFail] {
+            set_fault(&w.dns, &w.domain, Some(fault));
+            let t = w
+                .wait_tenant("acme", "SpfAligned Unknown", |t| {
+                    condition_is(t, "SpfAligned", "Unknown")
+                })
+                .await?;
+            let aligned = condition(&t, "SpfAligned").ok_or_else(|| anyhow!("no condition"))?;
+            assert_eq!(aligned.reason, "DnsTemporaryFailure");
+            assert!(
+                !aligned.message.contains("SERVFAIL") && !aligned.message.contains("timed out"),
+                "{}",
+                aligned.message
+            );
+            let sender = &t
+                .status
+                .as_ref()
+                .ok_or_else(|| anyhow!("no status"))?
+                .senders[0];
+            assert_eq!(sender.state, api::SenderState::TemporaryFailure);
+            // Several intervals later the tenant still sends as itself.
+            tokio::time::sleep(Duration::from_secs(INTERVAL_SECONDS * 3)).await;
+            let data = w
+                .config_maps()
+                .get("acme-mail-settings")
+                .await?
+                .data
+                .unwrap_or_default();
+            assert!(
+                mode_is(&data, "tenant"),
+                "{fault:?} switched the sender: {data:?}"
+            );
+            let t = w.tenants().get("acme").await?;
+            assert!(condition_is(&t, "FallbackActive", "False"));
+            assert_eq!(
+                t.status.as_ref().map(|s| s.senders[0].consecutive_failures),
+                Some(0)
+            );
+            set_fault(&w.dns, &w.domain, None);
+            w.wait_tenant("acme", "aligned again", |t| {
+                condition_is(t, "SpfAligned", "True")
+            })
+            .await?;
+        }
+        w.wait_event("DnsTemporaryFailure").await?;
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owned_config_map_is_repaired_recreated_and_collected() {
+    scenario("owned", |w| async move {
+        let _operator = w.operator("operator", &[])?;
+        w.create_tenant("acme", Mode::Enforce).await?;
+        let address = w.address();
+        w.wait_config_map("acme-mail-settings", "sender-mode tenant", |d| {
+            mode_is(d, "tenant")
+        })
+        .await?;
+
+        // A person edits an owned key and adds a key of their own.
+        let edit = json!({ "data": { "from": "someone@else.test", "signature": "Cheers" } });
+        w.config_maps()
+            .patch(
+                "acme-mail-settings",
+                &PatchParams::default(),
+                &Patch::Merge(&edit),
+            )
+            .await?;
+        let cm = w
+            .wait_config_map("acme-mail-settings", "the owned key put back", |d| {
+                d.get("from") == Some(&address)
+            })
+            .await?;
+        assert_eq!(
+            cm.data
+                .unwrap_or_default()
+                .get("signature")
+                .map(String::as_str),
+            Some("Cheers"),
+            "other keys kept"
+        );
+
+        // Deleted: recreated.
+        w.config_maps()
+            .delete("acme-mail-settings", &DeleteParams::default())
+            .await?;
+        w.wait_config_map("acme-mail-settings", "the ConfigMap recreated", |d| {
+            mode_is(d, "tenant")
+        })
+        .await?;
+
+        // Tenant deleted: the garbage collector removes the ConfigMap.
+        w.tenants()
+            .delete("acme", &DeleteParams::background())
+            .await?;
+        let api = w.config_maps();
+        eventually("the ConfigMap collected", WAIT, || async {
+            Ok(api
+                .get_opt("acme-mail-settings")
+                .await?
+                .is_none()
+                .then_some(()))
+        })
+        .await?;
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_specs_are_rejected_with_the_rule_message() {
+    let client = cluster::client().await.expect("client");
+    cluster::apply_crd(&client, &api::crd()).await.expect("CRD");
+    let ns = TestNamespace::create(&client, "invalid")
+        .await
+        .expect("namespace");
+    let api: Api<HelpdeskTenant> = ns.api();
+    // Raw objects, so shapes the Rust types cannot express reach the API server too.
+    let raw: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        ns.name(),
+        &ApiResource::erase::<HelpdeskTenant>(&()),
+    );
+    let cases: Vec<(serde_json::Value, &str)> = vec![
+        (
+            json!({ "senders": [{ "address": "not-an-address" }] }),
+            "address must be an email address",
+        ),
+        (
+            json!({ "senders": [{ "address": "a@acme.test", "envelopeDomain": "other.test" }] }),
+            "envelopeDomain must be the address's domain or a subdomain of it",
+        ),
+        (
+            json!({ "senders": [{ "address": "a@acme.test", "envelopeDomain": "bad_domain!" }] }),
+            "envelopeDomain must be a domain name",
+        ),
+        (
+            json!({ "senders": [{ "address": "a@acme.test" }, { "address": "A@acme.test" }] }),
+            "each sender address may appear only once",
+        ),
+        (json!({ "senders": [] }), "should have at least 1 items"),
+        (
+            json!({ "senders": [{ "address": "a@acme.test" }], "checkInterval": "5 minutes" }),
+            "checkInterval must be a duration",
+        ),
+        (
+            json!({ "senders": [{ "address": "a@acme.test" }], "mode": "Sometimes" }),
+            "Unsupported value",
+        ),
+        (
+            json!({ "senders": [{ "address": "a@acme.test" }], "failureThreshold": 0 }),
+            "should be greater than or equal to 1",
+        ),
+    ];
+    for (i, (spec, message)) in cases.into_iter().enumerate() {
+        let object = json!({
+            "apiVersion": "mail.helpdesk.io/v1alpha1",
+            "kind": "HelpdeskTenant",
+            "metadata": { "name": format!("bad-{i}") },
+            "spec": spec,
+        });
+        let tenant: DynamicObject = serde_json::from_value(object).expect("an object");
+        match raw.create(&PostParams::default(), &tenant).await {
+            Ok(_) => panic!("case {i} was accepted: {spec}"),
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, 422, "case {i}: {status:?}");
+                assert!(
+                    status.message.contains(message),
+                    "case {i}: {:?} lacks {message:?}",
+                    status.message
+                );
+            }
+            Err(other) => panic!("case {i}: {other}"),
+        }
+    }
+    // Valid edge cases pass: a subdomain envelope, seconds as interval, defaults filled in.
+    let ok = json!({
+        "apiVersion": "mail.helpdesk.io/v1alpha1",
+        "kind": "HelpdeskTenant",
+        "metadata": { "name": "good" },
+        "spec": { "senders": [{ "address": "a@acme.test", "envelopeDomain": "bounce.ACME.test" }], "checkInterval": "30s" },
+    });
+    let tenant: HelpdeskTenant = serde_json::from_value(ok).expect("shape");
+    let created = api
+        .create(&PostParams::default(), &tenant)
+        .await
+        .expect("a valid spec is accepted");
+    assert_eq!(created.spec.mode, Mode::Enforce);
+    assert_eq!(
+        (
+            created.spec.failure_threshold,
+            created.spec.success_threshold
+        ),
+        (2, 2)
+    );
+    ns.cleanup().await.expect("cleanup");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observe_mode_reports_without_switching() {
+    scenario("observe", |w| async move {
+        let _operator = w.operator("operator", &[])?;
+        w.create_tenant("acme", Mode::Observe).await?;
+        w.wait_tenant("acme", "aligned", |t| condition_is(t, "SpfAligned", "True"))
+            .await?;
+        set_spf(&w.dns, &w.domain, "v=spf1 -all", TTL);
+        let t = w
+            .wait_tenant("acme", "would fall back", |t| {
+                t.status
+                    .as_ref()
+                    .is_some_and(|s| s.senders[0].sending_as == api::SendingAs::Fallback)
+            })
+            .await?;
+        let fallback = condition(&t, "FallbackActive").ok_or_else(|| anyhow!("no condition"))?;
+        assert_eq!(
+            (fallback.status.as_str(), fallback.reason.as_str()),
+            ("False", "ObserveMode")
+        );
+        assert!(
+            fallback.message.contains("would send as"),
+            "{}",
+            fallback.message
+        );
+        assert!(condition_is(&t, "SpfAligned", "False"));
+        w.wait_event("WouldFallBack").await?;
+        assert!(
+            w.config_maps()
+                .get_opt("acme-mail-settings")
+                .await?
+                .is_none(),
+            "Observe wrote mail settings"
+        );
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_state_writes_nothing_and_recheck_forces_a_check() {
+    scenario("steady", |w| async move {
+        let operator = w.operator("operator", &[])?;
+        w.create_tenant("acme", Mode::Enforce).await?;
+        w.wait_config_map("acme-mail-settings", "sender-mode tenant", |d| mode_is(d, "tenant")).await?;
+        w.wait_tenant("acme", "Ready", |t| condition_is(t, "Ready", "True")).await?;
+        // Let the first checks settle, then count every change for several intervals.
+        tokio::time::sleep(Duration::from_secs(INTERVAL_SECONDS * 2)).await;
+        let checks_before = operator.metric("helpdesk_checks_total").await?;
+        let tenant_rv = w.tenants().get("acme").await?.resource_version();
+        let cm_rv = w.config_maps().get("acme-mail-settings").await?.resource_version();
+        let tenants = watcher::watcher(w.tenants(), watcher::Config::default()).applied_objects();
+        let cms = watcher::watcher(
+            w.config_maps(),
+            watcher::Config::default().fields("metadata.name=acme-mail-settings"),
+        )
+        .applied_objects();
+        let mut both = futures::stream::select(
+            tenants.map_ok(|t| ("tenant", t.resource_version())).boxed(),
+            cms.map_ok(|c| ("configmap", c.resource_version())).boxed(),
+        );
+        let mut writes = Vec::new();
+        let window = tokio::time::sleep(Duration::from_secs(INTERVAL_SECONDS * 5));
+        tokio::pin!(window);
+        loop {
+            tokio::select! {
+                _ = &mut window => break,
+                item = both.next() => match item {
+                    Some(Ok((kind, rv))) if (kind == "tenant" && rv != tenant_rv) || (kind == "configmap" && rv != cm_rv) => writes.push((kind, rv)),
+                    Some(Ok(_)) => {}
+                    Some(Err(error)) => return Err(error.into()),
+                    None => break,
+                },
+            }
+        }
+        let checks_after = operator.metric("helpdesk_checks_total").await?;
+        assert!(writes.is_empty(), "steady state wrote: {writes:?}");
+        assert!(checks_after - checks_before >= 3.0, "checks kept running: {checks_before} -> {checks_after}");
+
+        // The recheck annotation forces a check now, even with a long interval.
+        let long = json!({ "spec": { "checkInterval": "1h" } });
+        w.tenants().patch("acme", &PatchParams::default(), &Patch::Merge(&long)).await?;
+        w.wait_tenant("acme", "the new generation observed", |t| {
+            t.status.as_ref().and_then(|s| s.observed_generation) == t.metadata.generation
+        })
+        .await?;
+        set_spf(&w.dns, &w.domain, "v=spf1 -all", TTL);
+        tokio::time::sleep(Duration::from_secs(u64::from(TTL) + 1)).await;
+        let annotate = json!({ "metadata": { "annotations": { api::RECHECK_ANNOTATION: "now-1" } } });
+        w.tenants().patch("acme", &PatchParams::default(), &Patch::Merge(&annotate)).await?;
+        let t = w
+            .wait_tenant("acme", "the forced check", |t| t.status.as_ref().and_then(|s| s.last_recheck.as_deref()) == Some("now-1"))
+            .await?;
+        assert_eq!(t.status.as_ref().map(|s| s.senders[0].state), Some(api::SenderState::Unaligned));
+        let (code, _) = http_get(operator.metrics_port, "/readyz").await?;
+        assert_eq!(code, 200);
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_lease_holder_writes_and_a_killed_holder_hands_over() {
+    scenario("leader", |w| async move {
+        let lease_args = |name: &str| -> Vec<String> {
+            vec![
+                "--leader-election".into(),
+                "--lease-namespace".into(),
+                w.ns.name().to_owned(),
+                "--lease-duration-seconds".into(),
+                "6".into(),
+                "--lease-identity".into(),
+                name.to_owned(),
+            ]
+        };
+        let a_args = lease_args("replica-a");
+        let b_args = lease_args("replica-b");
+        let a = w.operator(
+            "replica-a",
+            &a_args.iter().map(String::as_str).collect::<Vec<_>>(),
+        )?;
+        let b = w.operator(
+            "replica-b",
+            &b_args.iter().map(String::as_str).collect::<Vec<_>>(),
+        )?;
+        let leases: Api<Lease> = w.ns.api();
+        let holder = eventually("a Lease holder", WAIT, || async {
+            Ok(leases
+                .get_opt("helpdesk-mail-operator")
+                .await?
+                .and_then(|l| l.spec?.holder_identity))
+        })
+        .await?;
+        w.create_tenant("acme", Mode::Enforce).await?;
+        w.wait_config_map("acme-mail-settings", "sender-mode tenant", |d| {
+            mode_is(d, "tenant")
+        })
+        .await?;
+        let (mut leader, standby) = if holder == "replica-a" {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        assert!(leader.metric("helpdesk_status_writes_total").await? >= 1.0);
+        assert_eq!(
+            standby.metric("helpdesk_status_writes_total").await?,
+            0.0,
+            "the standby wrote"
+        );
+        assert_eq!(
+            standby.metric("helpdesk_configmap_writes_total").await?,
+            0.0,
+            "the standby wrote"
+        );
+        assert_eq!(standby.metric("helpdesk_leader").await?, 0.0);
+
+        // Kill the holder without letting it release the Lease.
+        leader.signal("-KILL")?;
+        let killed = Instant::now();
+        let _ = leader.wait_exit(Duration::from_secs(10)).await?;
+        let new_holder = eventually("the standby holds the Lease", WAIT, || async {
+            Ok(leases
+                .get_opt("helpdesk-mail-operator")
+                .await?
+                .and_then(|l| l.spec?.holder_identity)
+                .filter(|h| *h != holder))
+        })
+        .await?;
+        let handover = killed.elapsed();
+        assert!(
+            handover < Duration::from_secs(6 + 6),
+            "handover took {handover:?} to {new_holder}"
+        );
+        set_spf(&w.dns, &w.domain, "v=spf1 -all", TTL);
+        w.wait_config_map("acme-mail-settings", "the new leader acts", |d| {
+            mode_is(d, "fallback")
+        })
+        .await?;
+        assert!(standby.metric("helpdesk_configmap_writes_total").await? >= 1.0);
+
+        // SIGTERM: the holder releases the Lease and exits cleanly.
+        let mut standby = standby;
+        standby.signal("-TERM")?;
+        assert!(
+            standby.wait_exit(Duration::from_secs(20)).await?,
+            "exit status after SIGTERM\n{}",
+            standby.log()
+        );
+        let lease = leases.get("helpdesk-mail-operator").await?;
+        assert_eq!(
+            lease.spec.and_then(|s| s.holder_identity),
+            None,
+            "Lease not released"
+        );
+        Ok(())
+    })
+    .await;
+}
