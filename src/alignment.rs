@@ -837,30 +837,50 @@ pub fn render_text(detail: &CheckDetail, provider_domain: &str) -> String {
                 record.escape_debug()
             );
         }
-        _ => out.push_str("  record:  (none)\n"),
-    }
-    let policy = |p: &Option<String>| p.clone().unwrap_or_else(|| "-".to_string());
-    let mode = if dmarc.aspf == 's' {
-        "strict"
-    } else {
-        "relaxed"
-    };
-    let _ = writeln!(
-        out,
-        "  p={}  sp={}  aspf={}",
-        policy(&dmarc.p),
-        policy(&dmarc.sp),
-        dmarc.aspf
-    );
-    let _ = writeln!(
-        out,
-        "  envelope domain {} {from} ({mode})",
-        if dmarc.envelope_aligned {
-            "aligns with"
-        } else {
-            "does not align with"
+        _ => {
+            let looked = dmarc::discovery_domains(from)
+                .iter()
+                .map(|d| format!("_dmarc.{d}"))
+                .collect::<Vec<_>>()
+                .join(" or ");
+            let _ = writeln!(out, "  record:  (none at {looked})");
         }
-    );
+    }
+    if dmarc.record.is_some() {
+        let policy = |p: &Option<String>| p.clone().unwrap_or_else(|| "-".to_string());
+        let _ = writeln!(
+            out,
+            "  p={}  sp={}  aspf={}",
+            policy(&dmarc.p),
+            policy(&dmarc.sp),
+            dmarc.aspf
+        );
+    }
+    let policy_unknown = matches!(detail.dmarc, Some(Discovery::TempError { .. }));
+    let mode = (!policy_unknown).then_some(if dmarc.aspf == 's' {
+        AlignmentMode::Strict
+    } else {
+        AlignmentMode::Relaxed
+    });
+    let _ = match (domain_alignment(&check.envelope_domain, from, mode), mode) {
+        (DomainAlignment::Aligned, Some(mode)) => {
+            writeln!(out, "  envelope domain aligns with {from} ({mode})")
+        }
+        (DomainAlignment::Aligned, None) => {
+            writeln!(out, "  envelope domain aligns with {from} (in either mode)")
+        }
+        (DomainAlignment::NotAligned, Some(mode)) => {
+            writeln!(out, "  envelope domain does not align with {from} ({mode})")
+        }
+        (DomainAlignment::NotAligned, None) => writeln!(
+            out,
+            "  envelope domain does not align with {from} (in either mode)"
+        ),
+        (DomainAlignment::Unknown, _) => writeln!(
+            out,
+            "  alignment with {from} unknown: it holds only if the policy's aspf is relaxed"
+        ),
+    };
     for warning in &dmarc.warnings {
         let _ = writeln!(out, "  warning: {warning}");
     }
