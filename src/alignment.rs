@@ -578,6 +578,7 @@ fn spf_report(tree: &SpfOutcome, evaluations: &[SpfOutcome], provider_domain: &s
         let known = (worst_case <= LOOKUP_LIMIT).then_some(worst_case);
         warnings.extend(lint(text, &record, known));
     }
+    warnings.extend(nested_duplicates(root, &warnings));
     if worst_case > LOOKUP_LIMIT {
         warnings.push(format!(
             "the record needs more than {LOOKUP_LIMIT} DNS lookups: receivers answer permerror \
@@ -605,6 +606,37 @@ fn spf_report(tree: &SpfOutcome, evaluations: &[SpfOutcome], provider_domain: &s
         provider_include_reachable,
         warnings,
     }
+}
+
+/// Includes evaluated more than once across the whole tree (each costs a lookup), except
+/// those the record's own lint already named.
+fn nested_duplicates(root: &Node, already: &[String]) -> Vec<String> {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for node in root.walk().into_iter().skip(1) {
+        if node.kind != NodeKind::Include {
+            continue;
+        }
+        let domain = normalize_domain(&node.domain);
+        match counts.iter_mut().find(|(d, _)| *d == domain) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((domain, 1)),
+        }
+    }
+    counts
+        .into_iter()
+        .filter(|(domain, n)| {
+            *n > 1
+                && !already
+                    .iter()
+                    .any(|w| w.contains(&format!("include:{domain} ")))
+        })
+        .map(|(domain, n)| {
+            format!(
+                "include:{domain} is evaluated {n} times across the include tree; each costs a \
+                 DNS lookup"
+            )
+        })
+        .collect()
 }
 
 /// The DMARC part of the report and the `aspf` mode alignment is judged under (`None` when a

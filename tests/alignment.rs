@@ -440,3 +440,26 @@ async fn egress_hosts_resolve_to_sorted_addresses() {
         Err(EgressError::Dns { ref host, .. }) if host == "broken.provider.example"
     ));
 }
+
+#[tokio::test]
+async fn includes_repeated_deeper_in_the_tree_are_named() {
+    let zone = zone()
+        .txt(
+            "customer.example",
+            "v=spf1 include:a.partners.example include:b.partners.example include:spf.provider.example -all",
+        )
+        .txt("a.partners.example", "v=spf1 include:shared.partners.example -all")
+        .txt("b.partners.example", "v=spf1 include:shared.partners.example -all")
+        .txt("shared.partners.example", "v=spf1 ip4:198.51.100.0/24 -all");
+    let check = check(zone, sender("support@customer.example", None)).await;
+    assert_eq!(check.verdict, Verdict::Aligned, "{check:#?}");
+    assert!(
+        check
+            .spf
+            .warnings
+            .iter()
+            .any(|w| w.contains("include:shared.partners.example is evaluated 2 times")),
+        "{:?}",
+        check.spf.warnings
+    );
+}
