@@ -2,19 +2,20 @@
 //!
 //! # RBAC
 //!
-//! The operator needs exactly these permissions (no wildcards, no Secrets):
+//! The operator needs exactly these permissions (no wildcards, no Secrets); the end-to-end
+//! tests run it with a ServiceAccount bound to nothing more:
 //!
 //! | API group | resource | verbs |
 //! |---|---|---|
 //! | `mail.helpdesk.io` | `helpdesktenants` | get, list, watch |
-//! | `mail.helpdesk.io` | `helpdesktenants/status` | get, patch |
+//! | `mail.helpdesk.io` | `helpdesktenants/status` | patch |
 //! | `""` (core) | `configmaps` | get, list, watch, create, patch |
 //! | `events.k8s.io` | `events` | create, patch |
-//! | `coordination.k8s.io` | `leases` | get, list, watch, create, patch, update (only with `--leader-election`, in the Lease namespace) |
+//! | `coordination.k8s.io` | `leases` | get, create, patch (only with `--leader-election`, in the Lease namespace) |
 //!
-//! Owner references on the ConfigMaps point at HelpdeskTenants with `blockOwnerDeletion`;
-//! the API server then also requires `update` on `helpdesktenants/finalizers`.
-//! With `--watch-namespace`, a Role in that namespace suffices; otherwise a ClusterRole.
+//! With `--watch-namespace`, a Role in that namespace suffices; otherwise a ClusterRole. Where
+//! the `OwnerReferencesPermissionEnforcement` admission plugin is on, the ConfigMaps' owner
+//! references (`blockOwnerDeletion`) also need `update` on `helpdesktenants/finalizers`.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};

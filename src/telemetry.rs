@@ -25,8 +25,9 @@ pub fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .json()
-        .with_current_span(true)
-        .with_span_list(false)
+        // Every line inside a reconcile carries the `reconcile` span with tenant and namespace.
+        .with_current_span(false)
+        .with_span_list(true)
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();

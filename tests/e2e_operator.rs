@@ -86,11 +86,7 @@ fn operator_rules() -> Vec<PolicyRule> {
             &["helpdesktenants"],
             &["get", "list", "watch"],
         ),
-        rule(
-            &[api::GROUP],
-            &["helpdesktenants/status"],
-            &["get", "patch"],
-        ),
+        rule(&[api::GROUP], &["helpdesktenants/status"], &["patch"]),
         rule(
             &[""],
             &["configmaps"],
@@ -100,7 +96,7 @@ fn operator_rules() -> Vec<PolicyRule> {
         rule(
             &["coordination.k8s.io"],
             &["leases"],
-            &["get", "list", "watch", "create", "patch", "update"],
+            &["get", "create", "patch"],
         ),
     ]
 }
@@ -1035,6 +1031,75 @@ async fn only_the_lease_holder_writes_and_a_killed_holder_hands_over() {
             None,
             "Lease not released"
         );
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_change_rechecks_every_tenant() {
+    scenario("egress", |w| async move {
+        // The provider's SMTP host resolves to the authorized address at first.
+        let host = "smtp.provider.test";
+        w.dns.update(|zone| {
+            zone.add(host, TTL, Data::A("192.0.2.10".parse().expect("ip")));
+        });
+        let _operator = w.operator("operator", &["--provider-smtp-host", host])?;
+        // Tenants check only hourly: only the egress change can trigger the next check.
+        for name in ["acme", "beta"] {
+            let mut tenant = HelpdeskTenant::new(name, spec(&[&w.address()], Mode::Enforce));
+            tenant.spec.check_interval = Some("1h".to_owned());
+            w.tenants().create(&PostParams::default(), &tenant).await?;
+            w.wait_tenant(name, "aligned", |t| condition_is(t, "SpfAligned", "True"))
+                .await?;
+        }
+        // The printer columns show real values.
+        let table = cluster::run_tool("kubectl", &["get", "hdt", "-n", w.ns.name(), "-o", "wide"])?;
+        let header = table.lines().next().unwrap_or_default().to_owned();
+        for column in [
+            "ALIGNED",
+            "FALLBACK",
+            "SENDERS",
+            "REASON",
+            "LAST CHECK",
+            "AGE",
+        ] {
+            assert!(header.contains(column), "{column} missing in\n{table}");
+        }
+        let acme = table
+            .lines()
+            .find(|l| l.starts_with("acme"))
+            .unwrap_or_default();
+        let cells: Vec<&str> = acme.split_whitespace().collect();
+        assert_eq!(&cells[1..5], ["True", "False", "1/1", "Aligned"], "{table}");
+
+        // The host moves to an address the provider's SPF does not list.
+        w.dns.update(|zone| {
+            zone.remove(host, hickory_proto::rr::RecordType::A);
+            zone.add(host, TTL, Data::A("198.51.100.7".parse().expect("ip")));
+        });
+        for name in ["acme", "beta"] {
+            let t = w
+                .wait_tenant(name, "re-checked against the new egress", |t| {
+                    t.status.as_ref().is_some_and(|s| {
+                        s.senders[0]
+                            .spf
+                            .as_ref()
+                            .is_some_and(|spf| spf.results.contains_key("198.51.100.7"))
+                    })
+                })
+                .await?;
+            let sender = &t
+                .status
+                .as_ref()
+                .ok_or_else(|| anyhow!("no status"))?
+                .senders[0];
+            assert_eq!(sender.state, api::SenderState::Unaligned);
+            assert_eq!(
+                sender.consecutive_failures, 1,
+                "one failure, still below the threshold"
+            );
+        }
         Ok(())
     })
     .await;
