@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, ensure};
 use helpdesk_mail_operator::api::{HelpdeskTenant, crd};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
-use kube::api::{Api, ListParams, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, ServiceAccount};
+use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::config::{Kubeconfig, NamedAuthInfo};
 use support::cluster::{self, TestNamespace};
 use support::dns::{TestDns, Zone};
@@ -41,11 +42,17 @@ fn helm(home: &Path, args: &[&str]) -> anyhow::Result<String> {
         .env("HELM_DATA_HOME", home.join("data"))
         .output()
         .context("running helm")?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
     ensure!(
         output.status.success(),
-        "helm {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
+        "helm {} failed: {stderr}",
+        args.join(" ")
+    );
+    // The test namespace warns on Pod Security `restricted` violations; helm relays warnings.
+    ensure!(
+        !stderr.contains("PodSecurity"),
+        "helm {}: {stderr}",
+        args.join(" ")
     );
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
@@ -159,6 +166,15 @@ async fn install_and_run(scope: Scope) -> anyhow::Result<()> {
     cluster::apply_crd(&client, &crd()).await?;
     let ns = TestNamespace::create(&client, "chart").await?;
     ns.wait_default_service_account().await?;
+    // The API server's Pod Security admission enforces `restricted` in this namespace.
+    let labels = serde_json::json!({ "metadata": { "labels": {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/warn": "restricted",
+    } } });
+    Api::<Namespace>::all(client.clone())
+        .patch(ns.name(), &PatchParams::default(), &Patch::Merge(&labels))
+        .await
+        .context("labelling the namespace for Pod Security")?;
     let release = ns.name().to_owned();
     let fullname = format!("{release}-helpdesk-mail-operator");
     let shard = format!("shard={release}");
@@ -197,6 +213,33 @@ async fn install_and_run(scope: Scope) -> anyhow::Result<()> {
         &["status", &release, "--namespace", ns.name()],
     )?;
     ensure!(status.contains("STATUS: deployed"), "helm status: {status}");
+
+    // Pod Security `restricted`, judged by the API server: a Pod from the Deployment's own
+    // template is admitted in the enforcing namespace (dry run: no kubelet here).
+    let deployment = Api::<Deployment>::namespaced(client.clone(), ns.name())
+        .get(&fullname)
+        .await?;
+    let template = deployment
+        .spec
+        .map(|s| s.template)
+        .ok_or_else(|| anyhow!("the Deployment has no spec"))?;
+    let pod = Pod {
+        metadata: ObjectMeta {
+            name: Some(format!("{fullname}-pss")),
+            labels: template.metadata.and_then(|m| m.labels),
+            ..ObjectMeta::default()
+        },
+        spec: template.spec,
+        ..Pod::default()
+    };
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    Api::<Pod>::namespaced(client.clone(), ns.name())
+        .create(&dry_run, &pod)
+        .await
+        .context("Pod Security `restricted` admits the operator's pod")?;
 
     // A token of the chart's ServiceAccount, and nothing else.
     let accounts: Api<ServiceAccount> = ns.api();
