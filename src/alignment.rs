@@ -33,9 +33,9 @@ use crate::spf::lints::{lint, tree_reaches};
 use crate::spf::{Evaluator, Node, NodeKind, SpfOutcome, SpfQuery, parse_record, result_name};
 
 /// RFC 7208 §4.6.4: DNS-querying terms allowed in one evaluation.
-pub const LOOKUP_LIMIT: u32 = 10;
+pub const LOOKUP_LIMIT: u32 = crate::spf::MAX_LOOKUPS;
 /// Design §6: a record longer than this risks truncated answers.
-pub const RECORD_SIZE_LIMIT: usize = 450;
+pub const RECORD_SIZE_LIMIT: usize = crate::spf::lints::MAX_RECORD_BYTES;
 
 /// The provider's side of the check (operator-wide configuration, design §3).
 #[derive(Clone, Debug, PartialEq, Eq)]
