@@ -688,3 +688,46 @@ fn schema_rejects_bad_values() {
         "no egress source at all is refused: {stderr}"
     );
 }
+
+#[test]
+fn image_and_chart_agree_on_the_user() {
+    let dockerfile =
+        std::fs::read_to_string(root().join("Dockerfile")).expect("the Dockerfile is readable");
+    let runtime_stage = dockerfile
+        .rsplit_once("\nFROM ")
+        .map(|(_, stage)| stage)
+        .expect("a multi-stage Dockerfile");
+    assert!(
+        runtime_stage
+            .lines()
+            .any(|l| l.trim() == "USER 65532:65532"),
+        "the runtime stage runs as 65532"
+    );
+    assert!(
+        dockerfile.contains("cargo build --locked --release"),
+        "the image is built from the locked dependency set"
+    );
+    let docs = render(&[]);
+    let pod = &one(&docs, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+    assert_eq!(pod["securityContext"]["runAsGroup"], 65532);
+    let ignored =
+        std::fs::read_to_string(root().join(".dockerignore")).expect(".dockerignore is readable");
+    for needed in [
+        "src",
+        "Cargo.toml",
+        "Cargo.lock",
+        "benches",
+        "examples",
+        "tests",
+    ] {
+        assert!(
+            !ignored.lines().any(|l| l.trim() == needed),
+            "{needed} is needed in the build context"
+        );
+    }
+    assert!(
+        ignored.lines().any(|l| l.trim() == "target"),
+        "target/ stays out of the context"
+    );
+}
