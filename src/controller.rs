@@ -385,6 +385,21 @@ async fn run_controller(
         refresh_tenant_metrics(metrics, &refresh_store.state(), per_tenant);
     })));
 
+    let prune_store = store.clone();
+    let prune_ctx = ctx.clone();
+    let every = args.check_interval;
+    let prune = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let live: std::collections::HashSet<(String, String)> = prune_store
+                .state()
+                .iter()
+                .map(|t| (t.namespace().unwrap_or_default(), t.name_any()))
+                .collect();
+            prune_ctx
+                .retain(|namespace, name| live.contains(&(namespace.to_owned(), name.to_owned())));
+        }
+    });
     controller
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|result| async move {
@@ -396,6 +411,7 @@ async fn run_controller(
         })
         .await;
     ready.abort();
+    prune.abort();
     health.set_refresh(None);
 }
 

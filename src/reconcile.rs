@@ -167,6 +167,16 @@ impl Context {
         (namespace.to_owned(), name.to_owned())
     }
 
+    /// Forgets the schedule and backoff of every tenant `keep` rejects (deleted tenants).
+    pub fn retain(&self, keep: impl Fn(&str, &str) -> bool) {
+        if let Ok(mut s) = self.schedule.lock() {
+            s.retain(|(namespace, name), _| keep(namespace, name));
+        }
+        if let Ok(mut f) = self.failures.lock() {
+            f.retain(|(namespace, name), _| keep(namespace, name));
+        }
+    }
+
     /// Forgets a tenant's schedule and backoff (it was deleted).
     pub fn forget(&self, namespace: &str, name: &str) {
         let key = Self::key(namespace, name);

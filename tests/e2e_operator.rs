@@ -587,7 +587,7 @@ async fn aligned_tenant_flips_to_fallback_and_back() {
             "{reasons:?}"
         );
         assert!(
-            flip < Duration::from_secs(INTERVAL_SECONDS * 2 + 10),
+            flip < Duration::from_secs(INTERVAL_SECONDS * 2 + 15),
             "fallback took {flip:?}"
         );
 
@@ -1007,7 +1007,7 @@ async fn only_the_lease_holder_writes_and_a_killed_holder_hands_over() {
         .await?;
         let handover = killed.elapsed();
         assert!(
-            handover < Duration::from_secs(6 + 6),
+            handover < Duration::from_secs(6 + 10),
             "handover took {handover:?} to {new_holder}"
         );
         set_spf(&w.dns, &w.domain, "v=spf1 -all", TTL);
