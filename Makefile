@@ -1,10 +1,13 @@
 # Entry points a newcomer needs. The scripts do the work; see README.md.
-.PHONY: demo test chart-crd help
+.PHONY: help demo test crd chart-crd
+
+CRD := helpdesktenants.mail.helpdesk.io.yaml
 
 help:
 	@echo "make demo       run the end-to-end demo (builds tools, starts a local control plane)"
 	@echo "make test       run every test (scripts/test)"
-	@echo "make chart-crd  copy crds/ into the Helm chart after the CRD changes"
+	@echo "make crd        regenerate crds/ from the Rust type and copy it into the Helm chart"
+	@echo "make chart-crd  copy crds/ into the Helm chart"
 
 demo:
 	scripts/demo
@@ -12,5 +15,10 @@ demo:
 test:
 	scripts/test
 
+crd:
+	cargo run --quiet --locked -- crd > crds/$(CRD).tmp
+	mv crds/$(CRD).tmp crds/$(CRD)
+	$(MAKE) --no-print-directory chart-crd
+
 chart-crd:
-	cp crds/helpdesktenants.mail.helpdesk.io.yaml charts/helpdesk-mail-operator/files/
+	cp crds/$(CRD) charts/helpdesk-mail-operator/files/$(CRD)

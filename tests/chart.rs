@@ -602,7 +602,7 @@ fn crd_template_is_the_committed_crd() {
     let copy = std::fs::read_to_string(&copy_path).expect("the chart holds a copy of the CRD");
     assert!(
         committed == copy,
-        "{} differs from {}: run `make chart-crd` (it copies crds/ into the chart)",
+        "{} differs from {}: run `make chart-crd` (copies crds/ into the chart) or `make crd` (regenerates both)",
         copy_path.display(),
         committed_path.display()
     );
