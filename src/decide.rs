@@ -43,6 +43,8 @@ pub mod reason {
     pub const SUSPENDED: &str = "Suspended";
     pub const RECONCILED: &str = "Reconciled";
     pub const AWAITING_FIRST_VERDICT: &str = "AwaitingFirstVerdict";
+    /// The mail-settings ConfigMap is controlled by another object.
+    pub const CONFIG_MAP_CONFLICT: &str = "ConfigMapConflict";
 }
 
 /// The longest wait for a record's TTL before a sender returns to the tenant's address.

@@ -23,7 +23,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::alignment::{Provider, SenderCheck, SenderInput, Verdict, check_sender, resolve_egress};
 use crate::api::{
-    FIELD_MANAGER, HelpdeskTenant, HelpdeskTenantStatus, RECHECK_ANNOTATION, SendingAs,
+    FIELD_MANAGER, HelpdeskTenant, HelpdeskTenantStatus, RECHECK_ANNOTATION, SendingAs, condition,
 };
 use crate::decide::{self, Decision, EventKind, Input, keys};
 use crate::dns::Resolver;
@@ -273,8 +273,27 @@ async fn reconcile_inner(
     });
 
     // Act.
-    if let Some(data) = &decision.config_map {
-        apply_config_map(tenant, ctx, &cm_api, &cm_name, existing.as_ref(), data).await?;
+    if let Some(data) = &decision.config_map
+        && let Err(error) =
+            apply_config_map(tenant, ctx, &cm_api, &cm_name, existing.as_ref(), data).await
+    {
+        if matches!(error, Error::ConfigMapTaken(_)) {
+            // Tell the user in status: kstatus Ready=False with the reason.
+            let mut status = decision.status.clone();
+            decide::set_condition(
+                &mut status.conditions,
+                condition::READY,
+                "False",
+                decide::reason::CONFIG_MAP_CONFLICT,
+                &error.to_string(),
+                tenant.metadata.generation,
+                now,
+            );
+            if previous.is_none_or(|p| !decide::same_ignoring_timestamps(p, &status)) {
+                patch_status(tenant, ctx, namespace, name, &status).await?;
+            }
+        }
+        return Err(error);
     }
     if decision.status_changed {
         patch_status(tenant, ctx, namespace, name, &decision.status).await?;
@@ -579,7 +598,7 @@ pub fn backoff(attempts: u32) -> Duration {
 
 /// The state a tenant is counted under in the `helpdesk_tenants` metric.
 pub fn tenant_state(tenant: &HelpdeskTenant) -> &'static str {
-    use crate::api::{Mode, condition};
+    use crate::api::Mode;
     if tenant.spec.suspend {
         return "suspended";
     }

@@ -1104,3 +1104,42 @@ async fn egress_change_rechecks_every_tenant() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_map_of_another_tenant_is_left_alone_and_reported() {
+    scenario("conflict", |w| async move {
+        let _operator = w.operator("operator", &[])?;
+        w.create_tenant("acme", Mode::Enforce).await?;
+        w.wait_config_map("acme-mail-settings", "sender-mode tenant", |d| {
+            mode_is(d, "tenant")
+        })
+        .await?;
+        // A second tenant points at the first one's ConfigMap.
+        let mut other = HelpdeskTenant::new("other", spec(&[&w.address()], Mode::Enforce));
+        other.spec.mail_settings = Some(api::MailSettings {
+            config_map_name: Some("acme-mail-settings".to_owned()),
+        });
+        w.tenants().create(&PostParams::default(), &other).await?;
+        let t = w
+            .wait_tenant("other", "Ready=False ConfigMapConflict", |t| {
+                condition(t, "Ready").is_some_and(|c| c.reason == "ConfigMapConflict")
+            })
+            .await?;
+        let ready = condition(&t, "Ready").ok_or_else(|| anyhow!("no Ready"))?;
+        assert_eq!(ready.status, "False");
+        assert!(
+            ready.message.contains("acme-mail-settings"),
+            "{}",
+            ready.message
+        );
+        let cm = w.config_maps().get("acme-mail-settings").await?;
+        let owners: Vec<&str> = cm
+            .owner_references()
+            .iter()
+            .map(|o| o.name.as_str())
+            .collect();
+        assert_eq!(owners, ["acme"], "the ConfigMap keeps its one owner");
+        Ok(())
+    })
+    .await;
+}
