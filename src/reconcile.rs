@@ -616,10 +616,11 @@ pub fn tenant_state(tenant: &HelpdeskTenant) -> &'static str {
         return "observe";
     }
     if get(condition::FALLBACK_ACTIVE) == Some("True") {
-        if status
-            .senders
-            .iter()
-            .all(|s| s.state == crate::api::SenderState::Pending)
+        if !status.senders.is_empty()
+            && status
+                .senders
+                .iter()
+                .all(|s| s.state == crate::api::SenderState::Pending)
         {
             return "pending";
         }
@@ -679,6 +680,76 @@ mod tests {
         assert!(Error::NoEgressAddresses.retry_soon());
         assert!(!Error::ConfigMapTaken("x".into()).retry_soon());
         assert!(!Error::Incomplete("namespace").retry_soon());
+    }
+
+    #[test]
+    fn tenant_states_for_the_metrics() {
+        use crate::api::{HelpdeskTenantSpec, Mode, Sender};
+        use crate::decide::set_condition;
+        let spec = HelpdeskTenantSpec {
+            senders: vec![Sender {
+                address: "a@acme.example".into(),
+                envelope_domain: None,
+            }],
+            fallback_sender: None,
+            mode: Mode::Enforce,
+            check_interval: None,
+            failure_threshold: 2,
+            success_threshold: 2,
+            suspend: false,
+            mail_settings: None,
+        };
+        let mut tenant = HelpdeskTenant::new("acme", spec);
+        assert_eq!(tenant_state(&tenant), "pending");
+        let mut status = HelpdeskTenantStatus::default();
+        let now = Timestamp::UNIX_EPOCH;
+        set_condition(
+            &mut status.conditions,
+            "SpfAligned",
+            "True",
+            "Aligned",
+            "",
+            None,
+            now,
+        );
+        set_condition(
+            &mut status.conditions,
+            "FallbackActive",
+            "False",
+            "TenantSendersActive",
+            "",
+            None,
+            now,
+        );
+        tenant.status = Some(status.clone());
+        assert_eq!(tenant_state(&tenant), "aligned");
+        set_condition(
+            &mut status.conditions,
+            "SpfAligned",
+            "Unknown",
+            "DnsTemporaryFailure",
+            "",
+            None,
+            now,
+        );
+        tenant.status = Some(status.clone());
+        assert_eq!(tenant_state(&tenant), "unknown");
+        set_condition(
+            &mut status.conditions,
+            "FallbackActive",
+            "True",
+            "SendersUnaligned",
+            "",
+            None,
+            now,
+        );
+        tenant.status = Some(status);
+        assert_eq!(tenant_state(&tenant), "fallback");
+        tenant.spec.mode = Mode::Observe;
+        assert_eq!(tenant_state(&tenant), "observe");
+        tenant.spec.suspend = true;
+        assert_eq!(tenant_state(&tenant), "suspended");
+        assert_eq!(sender_counts(&tenant), (0, 0));
     }
 
     #[test]
