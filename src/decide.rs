@@ -11,11 +11,12 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::alignment::{SenderCheck, SpfResult, UnalignedReason, Verdict};
+use crate::alignment::{SenderCheck, UnalignedReason, Verdict};
 use crate::api::{
     DmarcStatus, HelpdeskTenantSpec, HelpdeskTenantStatus, Mode, SenderState, SenderStatus,
     SendingAs, SpfStatus, SuggestedRecordStatus, condition, parse_duration,
 };
+use crate::spf::result_name;
 
 /// ConfigMap keys the operator owns (design §7).
 pub mod keys {
@@ -421,7 +422,7 @@ fn record_detail(status: &mut SenderStatus, check: &SenderCheck) {
         results: spf
             .results
             .iter()
-            .map(|r| (r.ip.to_string(), spf_result_name(r.result).to_owned()))
+            .map(|r| (r.ip.to_string(), result_name(r.result).to_owned()))
             .collect(),
         lookups: spf.lookups,
         void_lookups: spf.void_lookups,
@@ -451,19 +452,6 @@ fn record_detail(status: &mut SenderStatus, check: &SenderCheck) {
             lookups: s.lookups,
             warning: s.warning.clone(),
         });
-}
-
-/// RFC 7208 result name.
-pub fn spf_result_name(result: SpfResult) -> &'static str {
-    match result {
-        SpfResult::None => "none",
-        SpfResult::Neutral => "neutral",
-        SpfResult::Pass => "pass",
-        SpfResult::Fail => "fail",
-        SpfResult::Softfail => "softfail",
-        SpfResult::Temperror => "temperror",
-        SpfResult::Permerror => "permerror",
-    }
 }
 
 fn unaligned_reason(why: UnalignedReason) -> &'static str {
@@ -800,7 +788,7 @@ fn add(now: Timestamp, after: Duration) -> Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alignment::{DmarcReport, IpResult, SpfReport, SuggestedRecord};
+    use crate::alignment::{DmarcReport, IpResult, SpfReport, SpfResult, SuggestedRecord};
     use crate::api::{MailSettings, Sender};
 
     const DEFAULT_SENDER: &str = "notify+{tenant}@provider.example";
