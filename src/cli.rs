@@ -43,6 +43,92 @@ fn parse_nameserver(text: &str) -> Result<std::net::SocketAddr, String> {
         .map_err(|_| format!("{text:?} is not ip:port"))
 }
 
+/// The provider's side of a check (design §3), shared by `run` and `check`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ProviderArgs {
+    /// The SPF include the provider asks customers to add, e.g. `spf.mailing.provider.example`.
+    #[arg(long, env = "HDMO_PROVIDER_SPF_DOMAIN")]
+    pub provider_spf_domain: String,
+
+    /// A provider SMTP source address, IPv4 or IPv6. Repeat the flag (or separate with commas in
+    /// the environment variable) for several.
+    #[arg(
+        long = "provider-egress-ip",
+        env = "HDMO_PROVIDER_EGRESS_IP",
+        value_delimiter = ','
+    )]
+    pub provider_egress_ips: Vec<std::net::IpAddr>,
+
+    /// A hostname whose A and AAAA records are provider SMTP source addresses, re-resolved every
+    /// check interval. Repeatable. A change of the resolved set re-checks every tenant.
+    #[arg(
+        long = "provider-smtp-host",
+        env = "HDMO_PROVIDER_SMTP_HOST",
+        value_delimiter = ','
+    )]
+    pub provider_smtp_hosts: Vec<String>,
+}
+
+impl ProviderArgs {
+    /// Fails unless at least one egress address or SMTP host is given.
+    pub fn require_egress(&self) -> Result<(), String> {
+        if self.provider_egress_ips.is_empty() && self.provider_smtp_hosts.is_empty() {
+            return Err(
+                "give at least one --provider-egress-ip or --provider-smtp-host".to_owned(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// How DNS is queried, shared by `run` and `check`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DnsArgs {
+    /// A DNS resolver to query, as IP:PORT (a bare IP means port 53). Repeatable. Default: the
+    /// system's resolvers.
+    #[arg(long = "nameserver", env = "HDMO_NAMESERVER", value_delimiter = ',', value_parser = parse_nameserver)]
+    pub nameservers: Vec<std::net::SocketAddr>,
+
+    /// Timeout of one DNS query, in milliseconds.
+    #[arg(long, env = "HDMO_DNS_TIMEOUT_MS", default_value_t = 2000)]
+    pub dns_timeout_ms: u64,
+}
+
+impl DnsArgs {
+    /// The resolver configuration these flags describe.
+    pub fn config(&self, cache_size: usize) -> crate::dns::DnsConfig {
+        dns_config(&self.nameservers, self.dns_timeout_ms, cache_size)
+    }
+}
+
+fn dns_config(
+    nameservers: &[std::net::SocketAddr],
+    timeout_ms: u64,
+    cache_size: usize,
+) -> crate::dns::DnsConfig {
+    crate::dns::DnsConfig {
+        nameservers: nameservers.to_vec(),
+        timeout: std::time::Duration::from_millis(timeout_ms.max(1)),
+        cache_size,
+    }
+}
+
+/// A runtime on this thread for a one-shot command.
+fn one_shot_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+/// Writes a command's report to stdout.
+fn print(text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()
+}
+
 /// Arguments of `check`.
 #[derive(clap::Args, Debug)]
 #[command(
@@ -57,29 +143,10 @@ pub struct CheckArgs {
     /// The MAIL FROM domain the provider uses for this sender. Default: the From domain.
     #[arg(long)]
     pub envelope_domain: Option<String>,
-    /// The include the provider asks customers to add.
-    #[arg(long, env = "HDMO_PROVIDER_SPF_DOMAIN")]
-    pub provider_spf_domain: String,
-    /// A provider SMTP source address, IPv4 or IPv6 (repeatable, or comma-separated).
-    #[arg(
-        long = "provider-egress-ip",
-        env = "HDMO_PROVIDER_EGRESS_IP",
-        value_delimiter = ','
-    )]
-    pub provider_egress_ips: Vec<std::net::IpAddr>,
-    /// A provider SMTP host name whose A and AAAA records are egress addresses (repeatable).
-    #[arg(
-        long = "provider-smtp-host",
-        env = "HDMO_PROVIDER_SMTP_HOST",
-        value_delimiter = ','
-    )]
-    pub provider_smtp_hosts: Vec<String>,
-    /// DNS server to query, `ip:port` (repeatable). Default: the system's.
-    #[arg(long = "nameserver", env = "HDMO_NAMESERVER", value_delimiter = ',', value_parser = parse_nameserver)]
-    pub nameservers: Vec<std::net::SocketAddr>,
-    /// Time allowed for one DNS query, in milliseconds.
-    #[arg(long, env = "HDMO_DNS_TIMEOUT_MS", default_value_t = 2000)]
-    pub dns_timeout_ms: u64,
+    #[command(flatten)]
+    pub provider: ProviderArgs,
+    #[command(flatten)]
+    pub dns: DnsArgs,
     /// `text` for a person (the default), or `json`: one JSON object.
     #[arg(long, value_enum, default_value_t = SpfOutput::Text)]
     pub output: SpfOutput,
@@ -88,21 +155,14 @@ pub struct CheckArgs {
 /// Runs `spf check`: one RFC 7208 evaluation. Exits 0 whatever the SPF result; only a failure
 /// to run at all (no resolver, no runtime, unwritable stdout) exits non-zero.
 pub fn spf_check(args: SpfCheckArgs) -> ExitCode {
-    use crate::dns::{DnsConfig, Resolver};
+    use crate::dns::Resolver;
     use crate::spf::{Evaluator, SpfQuery, report};
 
-    let config = DnsConfig {
-        nameservers: args.nameservers.clone(),
-        timeout: std::time::Duration::from_millis(args.dns_timeout_ms.max(1)),
-        cache_size: 1_024,
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let config = dns_config(&args.nameservers, args.dns_timeout_ms, 1_024);
+    let runtime = match one_shot_runtime() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("spf check: cannot start the runtime: {e}");
+            eprintln!("spf check: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -128,16 +188,10 @@ pub fn spf_check(args: SpfCheckArgs) -> ExitCode {
         },
         SpfOutput::Text => report::render_text(&outcome),
     };
-    use std::io::Write as _;
-    let mut stdout = std::io::stdout().lock();
-    if stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-        .is_err()
-    {
-        return ExitCode::FAILURE;
+    match print(&text) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
     }
-    ExitCode::SUCCESS
 }
 
 /// Exit status of `check` on a temporary failure or a usage error (clap's own code for the
@@ -150,36 +204,26 @@ pub fn check(args: CheckArgs) -> ExitCode {
     use crate::alignment::{
         Provider, SenderInput, Verdict, check_sender_detailed, render_text, resolve_egress,
     };
-    use crate::dns::{DnsConfig, Resolver};
+    use crate::dns::Resolver;
 
     let fail = |message: String| {
         eprintln!("check: {message}");
         ExitCode::from(CHECK_EXIT_TEMPORARY)
     };
-    if args.provider_egress_ips.is_empty() && args.provider_smtp_hosts.is_empty() {
-        return fail(
-            "give the provider's egress with --provider-egress-ip or --provider-smtp-host"
-                .to_string(),
-        );
+    if let Err(message) = args.provider.require_egress() {
+        return fail(message);
     }
-    let config = DnsConfig {
-        nameservers: args.nameservers.clone(),
-        timeout: std::time::Duration::from_millis(args.dns_timeout_ms.max(1)),
-        cache_size: 1_024,
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let config = args.dns.config(1_024);
+    let runtime = match one_shot_runtime() {
         Ok(runtime) => runtime,
-        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+        Err(message) => return fail(message),
     };
     let domain = args.domain.trim().trim_end_matches('.').to_string();
     let detail = runtime.block_on(async {
         let resolver = Resolver::new(&config).map_err(|e| e.to_string())?;
-        let mut egress_ips = args.provider_egress_ips.clone();
-        if !args.provider_smtp_hosts.is_empty() {
-            let resolved = resolve_egress(&resolver, &args.provider_smtp_hosts)
+        let mut egress_ips = args.provider.provider_egress_ips.clone();
+        if !args.provider.provider_smtp_hosts.is_empty() {
+            let resolved = resolve_egress(&resolver, &args.provider.provider_smtp_hosts)
                 .await
                 .map_err(|e| e.to_string())?;
             egress_ips.extend(resolved);
@@ -187,7 +231,7 @@ pub fn check(args: CheckArgs) -> ExitCode {
             egress_ips.dedup();
         }
         let provider = Provider {
-            spf_domain: args.provider_spf_domain.clone(),
+            spf_domain: args.provider.provider_spf_domain.clone(),
             egress_ips,
         };
         let sender = SenderInput {
@@ -201,11 +245,11 @@ pub fn check(args: CheckArgs) -> ExitCode {
         Err(message) => return fail(message),
     };
     let text = match args.output {
-        SpfOutput::Text => render_text(&detail, &args.provider_spf_domain),
+        SpfOutput::Text => render_text(&detail, &args.provider.provider_spf_domain),
         SpfOutput::Json => {
             let value = serde_json::json!({
                 "domain": domain,
-                "providerSpfDomain": args.provider_spf_domain,
+                "providerSpfDomain": args.provider.provider_spf_domain,
                 "check": detail.check,
                 "includeTree": detail.tree.as_ref().map(|t| &t.trace.tree),
                 "worstCaseLookups": detail.tree.as_ref().map(|t| t.trace.lookups),
@@ -217,13 +261,7 @@ pub fn check(args: CheckArgs) -> ExitCode {
             }
         }
     };
-    use std::io::Write as _;
-    let mut stdout = std::io::stdout().lock();
-    if stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-        .is_err()
-    {
+    if print(&text).is_err() {
         return ExitCode::from(CHECK_EXIT_TEMPORARY);
     }
     match detail.check.verdict {

@@ -18,7 +18,7 @@
 //! references (`blockOwnerDeletion`) also need `update` on `helpdesktenants/finalizers`.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::api::{FIELD_MANAGER, HelpdeskTenant};
+use crate::cli::{DnsArgs, ProviderArgs};
 use crate::dns::{DnsConfig, QueryEvent, QueryObserver, Resolver};
 use crate::reconcile::{self, Context, MANAGED_BY_LABEL, Settings};
 use crate::telemetry::{self, Health, Metrics, StateLabels, TenantLabels};
@@ -43,27 +44,8 @@ use crate::telemetry::{self, Health, Metrics, StateLabels, TenantLabels};
 /// variable.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
-    /// The SPF include the provider asks customers to add, e.g. `spf.mailing.provider.example`.
-    #[arg(long, env = "HDMO_PROVIDER_SPF_DOMAIN")]
-    pub provider_spf_domain: String,
-
-    /// A provider SMTP source address, IPv4 or IPv6. Repeat the flag (or separate with commas in
-    /// the environment variable) for several.
-    #[arg(
-        long = "provider-egress-ip",
-        env = "HDMO_PROVIDER_EGRESS_IP",
-        value_delimiter = ','
-    )]
-    pub provider_egress_ips: Vec<IpAddr>,
-
-    /// A hostname whose A and AAAA records are provider SMTP source addresses, re-resolved every
-    /// check interval. Repeatable. A change of the resolved set re-checks every tenant.
-    #[arg(
-        long = "provider-smtp-host",
-        env = "HDMO_PROVIDER_SMTP_HOST",
-        value_delimiter = ','
-    )]
-    pub provider_smtp_hosts: Vec<String>,
+    #[command(flatten)]
+    pub provider: ProviderArgs,
 
     /// The From address used while a sender falls back, unless the tenant sets
     /// `spec.fallbackSender`. `{tenant}` and `{namespace}` are replaced by the tenant's name and
@@ -71,13 +53,8 @@ pub struct RunArgs {
     #[arg(long, env = "HDMO_DEFAULT_SENDER")]
     pub default_sender: String,
 
-    /// A DNS resolver to query, as IP:PORT. Repeatable. Default: the system's resolvers.
-    #[arg(long = "nameserver", env = "HDMO_NAMESERVER", value_delimiter = ',')]
-    pub nameservers: Vec<SocketAddr>,
-
-    /// Timeout of one DNS query, in milliseconds.
-    #[arg(long, env = "HDMO_DNS_TIMEOUT_MS", default_value_t = 2000)]
-    pub dns_timeout_ms: u64,
+    #[command(flatten)]
+    pub dns: DnsArgs,
 
     /// Default re-check interval of a tenant (`15m`, `1h`, `30s`); `spec.checkInterval` overrides it.
     #[arg(long, env = "HDMO_CHECK_INTERVAL", default_value = "15m", value_parser = parse_interval)]
@@ -163,9 +140,7 @@ pub fn main(args: RunArgs) -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    if args.provider_egress_ips.is_empty() && args.provider_smtp_hosts.is_empty() {
-        anyhow::bail!("give at least one --provider-egress-ip or --provider-smtp-host");
-    }
+    args.provider.require_egress().map_err(anyhow::Error::msg)?;
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
 
@@ -182,11 +157,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         observer_metrics.observe_dns(event.record_type, event.outcome, event.elapsed);
     });
     let resolver = Resolver::with_observer(
-        &DnsConfig {
-            nameservers: args.nameservers.clone(),
-            timeout: Duration::from_millis(args.dns_timeout_ms.max(1)),
-            ..DnsConfig::default()
-        },
+        &args.dns.config(DnsConfig::default().cache_size),
         Some(observer),
     )
     .context("building the DNS resolver")?;
@@ -207,9 +178,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
     );
     let settings = Settings {
-        provider_spf_domain: args.provider_spf_domain.clone(),
-        egress_ips: args.provider_egress_ips.clone(),
-        smtp_hosts: args.provider_smtp_hosts.clone(),
+        provider_spf_domain: args.provider.provider_spf_domain.clone(),
+        egress_ips: args.provider.provider_egress_ips.clone(),
+        smtp_hosts: args.provider.provider_smtp_hosts.clone(),
         default_sender: args.default_sender.clone(),
         default_interval: args.check_interval,
     };
