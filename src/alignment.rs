@@ -29,7 +29,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use crate::dmarc::{self, AlignmentMode, Discovery, normalize_domain};
 use crate::dns::{Dns, DnsError};
-use crate::spf::lints::{lint, tree_reaches};
+use crate::spf::lints::{lint, tree_reaches, type99_only};
 use crate::spf::{Evaluator, Node, NodeKind, SpfOutcome, SpfQuery, parse_record, result_name};
 
 /// RFC 7208 §4.6.4: DNS-querying terms allowed in one evaluation.
@@ -510,6 +510,12 @@ pub async fn check_sender_detailed<D: Dns + Clone>(
 
     let (dmarc, mode) = dmarc_report(&discovery, &envelope, &from);
     let mut spf = spf_report(&tree, &evaluations, &provider_domain);
+    // A pure lint: the type-99 answer never reaches the evaluation or the verdict.
+    if tree.trace.tree.result == SpfResult::None
+        && let Some(warning) = type99_only(resolver, &envelope).await
+    {
+        spf.warnings.push(warning);
+    }
     let alignment = domain_alignment(&envelope, &from, mode);
     let verdict = decide_verdict(&envelope, &from, &spf.results, alignment, mode);
 

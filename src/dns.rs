@@ -96,7 +96,13 @@ pub trait Dns: Send + Sync {
     fn mx(&self, name: &str) -> impl Future<Output = Result<Answer<String>, DnsError>> + Send;
     /// PTR target names (without the trailing dot).
     fn ptr(&self, name: &str) -> impl Future<Output = Result<Answer<String>, DnsError>> + Send;
+    /// Records of the retired SPF type (99), shaped like [`Dns::txt`]. RFC 7208 §3.1 and §4.4
+    /// leave them out of evaluation; they are asked for only to warn about them.
+    fn spf99(&self, name: &str) -> impl Future<Output = Result<Answer<Vec<u8>>, DnsError>> + Send;
 }
+
+/// The SPF resource record type of RFC 4408, which RFC 7208 §3.1 retired.
+pub const SPF_RECORD_TYPE: RecordType = RecordType::Unknown(99);
 
 /// How to build a [`Resolver`].
 #[derive(Clone, Debug)]
@@ -458,6 +464,14 @@ impl Dns for Resolver {
         })
         .await
     }
+
+    async fn spf99(&self, name: &str) -> Result<Answer<Vec<u8>>, DnsError> {
+        self.typed(name, SPF_RECORD_TYPE, |r| match r {
+            Records::Txt(v) => Some(v),
+            _ => None,
+        })
+        .await
+    }
 }
 
 /// The reverse-lookup name of an address (`4.3.2.1.in-addr.arpa`, nibbles for IPv6).
@@ -501,6 +515,7 @@ fn type_label(record_type: RecordType) -> &'static str {
         RecordType::AAAA => "AAAA",
         RecordType::MX => "MX",
         RecordType::PTR => "PTR",
+        SPF_RECORD_TYPE => "SPF",
         _ => "other",
     }
 }
@@ -551,6 +566,13 @@ fn collect(
                 names.push(name_text(&ptr.0));
                 true
             }
+            (SPF_RECORD_TYPE, RData::Unknown { code, rdata }) if *code == SPF_RECORD_TYPE => {
+                // Malformed data (a string running past the end) is no record at all.
+                if let Some(text) = character_strings(&rdata.anything) {
+                    txt.push(text);
+                }
+                true
+            }
             _ => false,
         };
         if matched {
@@ -558,7 +580,7 @@ fn collect(
         }
     }
     let records = match record_type {
-        RecordType::TXT => Records::Txt(txt.into()),
+        RecordType::TXT | SPF_RECORD_TYPE => Records::Txt(txt.into()),
         RecordType::A => Records::A(a.into()),
         RecordType::AAAA => Records::Aaaa(aaaa.into()),
         _ => Records::Names(names.into()),
@@ -570,9 +592,22 @@ fn collect(
     }
 }
 
+/// The character-strings of TXT-shaped wire data (each a length byte and that many bytes),
+/// joined; `None` when a length runs past the end.
+fn character_strings(mut wire: &[u8]) -> Option<Vec<u8>> {
+    let mut text = Vec::with_capacity(wire.len());
+    while let Some((&len, rest)) = wire.split_first() {
+        let len = usize::from(len);
+        let chunk = rest.get(..len)?;
+        text.extend_from_slice(chunk);
+        wire = &rest[len..];
+    }
+    Some(text)
+}
+
 fn empty_records(record_type: RecordType) -> Records {
     match record_type {
-        RecordType::TXT => Records::Txt(Vec::new().into()),
+        RecordType::TXT | SPF_RECORD_TYPE => Records::Txt(Vec::new().into()),
         RecordType::A => Records::A(Vec::new().into()),
         RecordType::AAAA => Records::Aaaa(Vec::new().into()),
         _ => Records::Names(Vec::new().into()),
@@ -617,6 +652,16 @@ mod tests {
             v6,
             "1.0.b.c.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa"
         );
+    }
+
+    #[test]
+    fn character_strings_join_and_reject_overruns() {
+        assert_eq!(
+            character_strings(b"\x07v=spf1 \x04-all").as_deref(),
+            Some(&b"v=spf1 -all"[..])
+        );
+        assert_eq!(character_strings(b"").as_deref(), Some(&b""[..]));
+        assert_eq!(character_strings(b"\x05abc"), None);
     }
 
     #[test]

@@ -4,13 +4,14 @@
 mod support;
 
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use helpdesk_mail_operator::alignment::{
     EgressError, Provider, SenderCheck, SenderInput, SpfResult, UnalignedReason, Verdict,
     check_sender, resolve_egress,
 };
-use helpdesk_mail_operator::dns::{DnsConfig, Resolver};
+use helpdesk_mail_operator::dns::{DnsConfig, QueryEvent, QueryObserver, Resolver};
 use support::dns::{Data, Fault, TestDns, Zone};
 
 const PROVIDER: &str = "spf.provider.example";
@@ -462,4 +463,95 @@ async fn includes_repeated_deeper_in_the_tree_are_named() {
         "{:?}",
         check.spf.warnings
     );
+}
+
+/// Runs one check with a resolver that records the type of every upstream query.
+async fn check_counting_types(zone: Zone, input: SenderInput) -> (SenderCheck, Vec<&'static str>) {
+    let server = TestDns::start(zone).await.expect("DNS server starts");
+    let types = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&types);
+    let observer: QueryObserver = Arc::new(move |event: &QueryEvent| {
+        seen.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(event.record_type);
+    });
+    let resolver = Resolver::with_observer(
+        &DnsConfig {
+            nameservers: vec![server.addr()],
+            timeout: Duration::from_millis(300),
+            cache_size: 0,
+        },
+        Some(observer),
+    )
+    .expect("resolver");
+    let check = check_sender(&resolver, &provider(), &input).await;
+    let types = types.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    (check, types)
+}
+
+#[tokio::test]
+async fn a_type99_only_record_is_warned_about_and_never_evaluated() {
+    const TYPE99: &str = "type-99 SPF record";
+    let records = zone().spf99("legacy.example", "v=spf1 include:spf.provider.example -all");
+    let (check, types) =
+        check_counting_types(records, sender("support@legacy.example", None)).await;
+    // Evaluation asks only for TXT: the type-99 record authorizes nothing.
+    assert_eq!(
+        reason(&check),
+        Some(UnalignedReason::NoSpfRecord),
+        "{check:#?}"
+    );
+    assert_eq!(results(&check), vec![SpfResult::None, SpfResult::None]);
+    assert_eq!(check.spf.record, None);
+    let type99: Vec<&String> = check
+        .spf
+        .warnings
+        .iter()
+        .filter(|w| w.contains(TYPE99))
+        .collect();
+    assert_eq!(type99.len(), 1, "{:?}", check.spf.warnings);
+    assert!(type99[0].contains("publish it as TXT"), "{type99:?}");
+    assert_eq!(
+        types.iter().filter(|t| **t == "SPF").count(),
+        1,
+        "{types:?}"
+    );
+
+    // A type-99 record that is not SPF gives no warning.
+    let records = zone().spf99("other.example", "hello");
+    let (check, types) = check_counting_types(records, sender("support@other.example", None)).await;
+    assert_eq!(
+        reason(&check),
+        Some(UnalignedReason::NoSpfRecord),
+        "{check:#?}"
+    );
+    assert!(!check.spf.warnings.iter().any(|w| w.contains(TYPE99)));
+    assert_eq!(
+        types.iter().filter(|t| **t == "SPF").count(),
+        1,
+        "{types:?}"
+    );
+
+    // A domain with a TXT record is never asked for type 99, even when it has one too.
+    let records = zone()
+        .txt("modern.example", "v=spf1 include:spf.provider.example -all")
+        .spf99("modern.example", "v=spf1 -all");
+    let (check, types) =
+        check_counting_types(records, sender("support@modern.example", None)).await;
+    assert_eq!(check.verdict, Verdict::Aligned, "{check:#?}");
+    assert!(!check.spf.warnings.iter().any(|w| w.contains(TYPE99)));
+    assert!(!types.contains(&"SPF"), "{types:?}");
+    assert!(types.contains(&"TXT"), "{types:?}");
+
+    // A failing type-99 lookup changes nothing and warns about nothing.
+    let records = zone()
+        .fault("broken.example", Fault::TimeoutNoData)
+        .txt("broken.example", "x");
+    let (check, _) = check_counting_types(records, sender("support@broken.example", None)).await;
+    assert_eq!(
+        reason(&check),
+        Some(UnalignedReason::NoSpfRecord),
+        "{check:#?}"
+    );
+    assert!(!check.spf.warnings.iter().any(|w| w.contains(TYPE99)));
 }

@@ -1,7 +1,8 @@
 //! Lints of design §6 on an SPF record and its evaluation.
 
 use super::eval::{MAX_LOOKUPS, Node};
-use super::record::{Mechanism, Qualifier, Record, Term};
+use super::record::{Mechanism, Qualifier, Record, Term, is_spf_record};
+use crate::dns::Dns;
 
 /// Records longer than this may not fit a UDP answer.
 pub const MAX_RECORD_BYTES: usize = 450;
@@ -66,6 +67,22 @@ pub fn lint(text: &str, record: &Record, lookups: Option<u32>) -> Vec<String> {
         ));
     }
     warnings
+}
+
+/// For a domain whose TXT records hold no SPF record: a warning when it publishes one only as
+/// a record of the retired SPF type (99). This asks DNS once; evaluation never uses the answer
+/// (RFC 7208 §3.1, §4.4), and a failed lookup gives no warning.
+pub async fn type99_only<D: Dns>(dns: &D, domain: &str) -> Option<String> {
+    let answer = dns.spf99(domain).await.ok()?;
+    answer
+        .records
+        .iter()
+        .any(|record| is_spf_record(record))
+        .then(|| {
+            "the domain publishes SPF only as a type-99 SPF record, which RFC 7208 §3.1 retired; \
+             publish it as TXT"
+                .to_string()
+        })
 }
 
 /// Whether `domain` is included (or redirected to) anywhere in the tree.

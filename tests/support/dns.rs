@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, PTR, SOA, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NULL, PTR, SOA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -33,6 +33,8 @@ pub enum Data {
     Mx(u16, String),
     Ptr(String),
     Cname(String),
+    /// A record of the retired SPF type (99): character-strings, as bytes, like TXT.
+    Spf99(Vec<Vec<u8>>),
 }
 
 impl Data {
@@ -44,6 +46,7 @@ impl Data {
             Data::Mx(..) => RecordType::MX,
             Data::Ptr(_) => RecordType::PTR,
             Data::Cname(_) => RecordType::CNAME,
+            Data::Spf99(_) => RecordType::Unknown(99),
         }
     }
 }
@@ -130,6 +133,13 @@ impl Zone {
     pub fn txt_bytes(mut self, name: &str, bytes: &[u8]) -> Self {
         let strings = bytes.chunks(255).map(<[u8]>::to_vec).collect();
         self.add(name, DEFAULT_TTL, Data::Txt(strings));
+        self
+    }
+
+    /// One record of the retired SPF type (99) holding `text` (split into 255-byte strings).
+    pub fn spf99(mut self, name: &str, text: &str) -> Self {
+        let strings = text.as_bytes().chunks(255).map(<[u8]>::to_vec).collect();
+        self.add(name, DEFAULT_TTL, Data::Spf99(strings));
         self
     }
 
@@ -240,6 +250,7 @@ impl Zone {
             let value = fields.next().unwrap_or("").trim();
             let data = match kind.as_str() {
                 "TXT" => Data::Txt(parse_txt_value(value).map_err(|e| fail(&e))?),
+                "SPF" => Data::Spf99(parse_txt_value(value).map_err(|e| fail(&e))?),
                 "A" => Data::A(value.parse().map_err(|_| fail("bad IPv4 address"))?),
                 "AAAA" => Data::Aaaa(value.parse().map_err(|_| fail("bad IPv6 address"))?),
                 "MX" => {
@@ -486,6 +497,20 @@ fn to_rdata(data: &Data) -> Option<RData> {
         Data::Mx(pref, host) => RData::MX(MX::new(*pref, name(host)?)),
         Data::Ptr(target) => RData::PTR(PTR(name(target)?)),
         Data::Cname(target) => RData::CNAME(CNAME(name(target)?)),
+        Data::Spf99(strings) => {
+            let mut wire = Vec::new();
+            for string in strings {
+                wire.push(u8::try_from(string.len()).ok()?);
+                wire.extend_from_slice(string);
+            }
+            if wire.is_empty() {
+                wire.push(0);
+            }
+            RData::Unknown {
+                code: RecordType::Unknown(99),
+                rdata: NULL::with(wire),
+            }
+        }
     })
 }
 
