@@ -149,6 +149,29 @@ fn default_threshold() -> u32 {
     2
 }
 
+impl HelpdeskTenantSpec {
+    /// A spec with these sender addresses (envelope domain: the address's domain) and every other
+    /// field at the default an omitted field gets from the API server.
+    pub fn with_senders<'a>(addresses: impl IntoIterator<Item = &'a str>) -> Self {
+        Self {
+            senders: addresses
+                .into_iter()
+                .map(|address| Sender {
+                    address: address.to_owned(),
+                    envelope_domain: None,
+                })
+                .collect(),
+            fallback_sender: None,
+            mode: Mode::default(),
+            check_interval: None,
+            failure_threshold: default_threshold(),
+            success_threshold: default_threshold(),
+            suspend: false,
+            mail_settings: None,
+        }
+    }
+}
+
 /// One From address of the tenant.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]

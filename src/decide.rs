@@ -789,7 +789,7 @@ fn add(now: Timestamp, after: Duration) -> Timestamp {
 mod tests {
     use super::*;
     use crate::alignment::{DmarcReport, IpResult, SpfReport, SpfResult, SuggestedRecord};
-    use crate::api::{MailSettings, Sender};
+    use crate::api::MailSettings;
 
     const DEFAULT_SENDER: &str = "notify+{tenant}@provider.example";
     const FALLBACK: &str = "notify+acme@provider.example";
@@ -798,20 +798,8 @@ mod tests {
 
     fn spec(addresses: &[&str]) -> HelpdeskTenantSpec {
         HelpdeskTenantSpec {
-            senders: addresses
-                .iter()
-                .map(|a| Sender {
-                    address: (*a).to_owned(),
-                    envelope_domain: None,
-                })
-                .collect(),
-            fallback_sender: None,
-            mode: Mode::Enforce,
-            check_interval: None,
-            failure_threshold: 2,
-            success_threshold: 2,
-            suspend: false,
             mail_settings: Some(MailSettings::default()),
+            ..HelpdeskTenantSpec::with_senders(addresses.iter().copied())
         }
     }
 

@@ -684,21 +684,9 @@ mod tests {
 
     #[test]
     fn tenant_states_for_the_metrics() {
-        use crate::api::{HelpdeskTenantSpec, Mode, Sender};
+        use crate::api::{HelpdeskTenantSpec, Mode};
         use crate::decide::set_condition;
-        let spec = HelpdeskTenantSpec {
-            senders: vec![Sender {
-                address: "a@acme.example".into(),
-                envelope_domain: None,
-            }],
-            fallback_sender: None,
-            mode: Mode::Enforce,
-            check_interval: None,
-            failure_threshold: 2,
-            success_threshold: 2,
-            suspend: false,
-            mail_settings: None,
-        };
+        let spec = HelpdeskTenantSpec::with_senders(["a@acme.example"]);
         let mut tenant = HelpdeskTenant::new("acme", spec);
         assert_eq!(tenant_state(&tenant), "pending");
         let mut status = HelpdeskTenantStatus::default();

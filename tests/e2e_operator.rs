@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, ensure};
 use futures::{StreamExt, TryStreamExt};
-use helpdesk_mail_operator::api::{self, HelpdeskTenant, HelpdeskTenantSpec, Mode, Sender};
+use helpdesk_mail_operator::api::{self, HelpdeskTenant, HelpdeskTenantSpec, Mode};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
@@ -428,20 +428,8 @@ impl World {
 
 fn spec(addresses: &[&str], mode: Mode) -> HelpdeskTenantSpec {
     HelpdeskTenantSpec {
-        senders: addresses
-            .iter()
-            .map(|a| Sender {
-                address: (*a).to_owned(),
-                envelope_domain: None,
-            })
-            .collect(),
-        fallback_sender: None,
         mode,
-        check_interval: None,
-        failure_threshold: 2,
-        success_threshold: 2,
-        suspend: false,
-        mail_settings: None,
+        ..HelpdeskTenantSpec::with_senders(addresses.iter().copied())
     }
 }
 
