@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use dns::{TestDns, Zone};
 use helpdesk_mail_operator::dns::{DnsConfig, Resolver};
-use helpdesk_mail_operator::spf::{Evaluator, SpfQuery, result_name};
+use helpdesk_mail_operator::spf::{Evaluator, SpfQuery};
 
 const SENDER: &str = "support@customer.example";
 const HELO: &str = "mx.helpdesk.example";
@@ -120,7 +120,7 @@ fn main() {
         .expect("runtime");
     let rust_results: Vec<&str> = queries
         .iter()
-        .map(|q| result_name(local.block_on(evaluator.check_host(q)).result))
+        .map(|q| local.block_on(evaluator.check_host(q)).result.as_str())
         .collect();
     let lookups = local
         .block_on(evaluator.check_host(&queries[1]))

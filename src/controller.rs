@@ -1,21 +1,8 @@
 //! Controller wiring: watches, leader election, shutdown.
 //!
-//! # RBAC
-//!
-//! The operator needs exactly these permissions (no wildcards, no Secrets); the end-to-end
-//! tests run it with a ServiceAccount bound to nothing more:
-//!
-//! | API group | resource | verbs |
-//! |---|---|---|
-//! | `mail.helpdesk.io` | `helpdesktenants` | get, list, watch |
-//! | `mail.helpdesk.io` | `helpdesktenants/status` | patch |
-//! | `""` (core) | `configmaps` | get, list, watch, create, patch |
-//! | `events.k8s.io` | `events` | create, patch |
-//! | `coordination.k8s.io` | `leases` | get, create, patch (only with `--leader-election`, in the Lease namespace) |
-//!
-//! With `--watch-namespace`, a Role in that namespace suffices; otherwise a ClusterRole. Where
-//! the `OwnerReferencesPermissionEnforcement` admission plugin is on, the ConfigMaps' owner
-//! references (`blockOwnerDeletion`) also need `update` on `helpdesktenants/finalizers`.
+//! The permissions the operator needs are listed once, in
+//! `charts/helpdesk-mail-operator/files/rbac-rules.yaml`: the chart grants exactly those and
+//! the end-to-end tests run the operator under nothing more.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,87 +22,41 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::api::{FIELD_MANAGER, HelpdeskTenant};
-use crate::cli::{DnsArgs, ProviderArgs};
 use crate::dns::{DnsConfig, QueryEvent, QueryObserver, Resolver};
 use crate::reconcile::{self, Context, MANAGED_BY_LABEL, Settings};
-use crate::telemetry::{self, Health, Metrics, StateLabels, TenantLabels};
+use crate::telemetry::{self, Health, Metrics};
 
-/// Arguments of `run` (design §3). Every flag can also be set by its `HDMO_*` environment
-/// variable.
-#[derive(clap::Args, Debug, Clone)]
-pub struct RunArgs {
-    #[command(flatten)]
-    pub provider: ProviderArgs,
-
-    /// The From address used while a sender falls back, unless the tenant sets
-    /// `spec.fallbackSender`. `{tenant}` and `{namespace}` are replaced by the tenant's name and
-    /// namespace.
-    #[arg(long, env = "HDMO_DEFAULT_SENDER")]
-    pub default_sender: String,
-
-    #[command(flatten)]
-    pub dns: DnsArgs,
-
-    /// Default re-check interval of a tenant (`15m`, `1h`, `30s`); `spec.checkInterval` overrides it.
-    #[arg(long, env = "HDMO_CHECK_INTERVAL", default_value = "15m", value_parser = parse_interval)]
-    pub check_interval: Duration,
-
-    /// Watch HelpdeskTenants in this namespace only. Default: all namespaces.
-    #[arg(long, env = "HDMO_WATCH_NAMESPACE")]
+/// The operator's configuration (docs/design.md §3), built from the command line.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub settings: Settings,
+    pub dns: DnsConfig,
+    /// Watch HelpdeskTenants in this namespace only; `None`: all namespaces.
     pub watch_namespace: Option<String>,
-
-    /// Label selector limiting the HelpdeskTenants this instance handles (e.g. `shard=a`), for
-    /// sharding across several leader-elected Deployments.
-    #[arg(long, env = "HDMO_SELECTOR")]
+    /// Label selector of the tenants (and their ConfigMaps) this instance handles.
     pub selector: Option<String>,
-
-    /// Address serving `/metrics`, `/healthz` and `/readyz`.
-    #[arg(long, env = "HDMO_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
-
-    /// Export per-tenant metric series (one set per HelpdeskTenant; costly with many tenants).
-    #[arg(long, env = "HDMO_PER_TENANT_METRICS")]
     pub per_tenant_metrics: bool,
-
-    /// Only the holder of a Lease reconciles; run several replicas for high availability.
-    #[arg(long, env = "HDMO_LEADER_ELECTION")]
-    pub leader_election: bool,
-
-    /// Namespace of the leader-election Lease. Default: the pod's namespace (`POD_NAMESPACE`),
-    /// else `default`.
-    #[arg(long, env = "HDMO_LEASE_NAMESPACE")]
-    pub lease_namespace: Option<String>,
-
-    /// Name of the leader-election Lease.
-    #[arg(
-        long,
-        env = "HDMO_LEASE_NAME",
-        default_value = "helpdesk-mail-operator"
-    )]
-    pub lease_name: String,
-
-    /// How long a Lease holds without renewal, in seconds.
-    #[arg(long, env = "HDMO_LEASE_DURATION_SECONDS", default_value_t = 15)]
-    pub lease_duration_seconds: u64,
-
-    /// Identity written into the Lease. Default: the hostname (the pod name).
-    #[arg(long, env = "HDMO_LEASE_IDENTITY")]
-    pub lease_identity: Option<String>,
-
+    /// Leader election; `None`: reconcile without a Lease.
+    pub lease: Option<LeaseConfig>,
     /// Reconciles run at once.
-    #[arg(long, env = "HDMO_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
 }
 
-fn parse_interval(text: &str) -> Result<Duration, String> {
-    match crate::api::parse_duration(text) {
-        Some(d) if !d.is_zero() => Ok(d),
-        _ => Err(format!("{text:?} is not a duration such as 15m, 1h or 30s")),
-    }
+/// The leader-election Lease.
+#[derive(Clone, Debug)]
+pub struct LeaseConfig {
+    /// Default: the pod's namespace (`POD_NAMESPACE`), else `default`.
+    pub namespace: Option<String>,
+    pub name: String,
+    /// How long the Lease holds without renewal.
+    pub duration_seconds: u64,
+    /// Default: the pod name (`POD_NAME`), else the hostname.
+    pub identity: Option<String>,
 }
 
 /// Runs the operator until SIGTERM or SIGINT.
-pub fn main(args: RunArgs) -> ExitCode {
+pub fn main(config: Config) -> ExitCode {
     telemetry::init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -127,7 +68,7 @@ pub fn main(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    match runtime.block_on(run(config)) {
         Ok(()) => {
             info!("stopped");
             ExitCode::SUCCESS
@@ -139,15 +80,14 @@ pub fn main(args: RunArgs) -> ExitCode {
     }
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<()> {
-    args.provider.require_egress().map_err(anyhow::Error::msg)?;
+async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
 
-    let metrics = Arc::new(Metrics::new(args.per_tenant_metrics));
+    let metrics = Arc::new(Metrics::new(config.per_tenant_metrics));
     let health = Health::new(metrics.clone());
     let server = tokio::spawn(telemetry::serve(
-        args.metrics_addr,
+        config.metrics_addr,
         health.clone(),
         shutdown.clone(),
     ));
@@ -156,17 +96,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let observer: QueryObserver = Arc::new(move |event: &QueryEvent| {
         observer_metrics.observe_dns(event.record_type, event.outcome, event.elapsed);
     });
-    let resolver = Resolver::with_observer(
-        &args.dns.config(DnsConfig::default().cache_size),
-        Some(observer),
-    )
-    .context("building the DNS resolver")?;
+    let resolver = Resolver::with_observer(&config.dns, Some(observer))
+        .context("building the DNS resolver")?;
     let client = Client::try_default()
         .await
         .context("connecting to Kubernetes")?;
-    let identity = args
-        .lease_identity
-        .clone()
+    let identity = config
+        .lease
+        .as_ref()
+        .and_then(|lease| lease.identity.clone())
         .or_else(|| std::env::var("POD_NAME").ok())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("helpdesk-mail-operator-{}", std::process::id()));
@@ -177,30 +115,24 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             instance: Some(identity.clone()),
         },
     );
-    let settings = Settings {
-        provider_spf_domain: args.provider.provider_spf_domain.clone(),
-        egress_ips: args.provider.provider_egress_ips.clone(),
-        smtp_hosts: args.provider.provider_smtp_hosts.clone(),
-        default_sender: args.default_sender.clone(),
-        default_interval: args.check_interval,
-    };
     let ctx = Arc::new(Context::new(
         client.clone(),
         resolver,
-        settings,
+        config.settings.clone(),
         recorder,
         metrics.clone(),
     ));
-    ctx.refresh_egress().await;
+    ctx.egress.refresh(&ctx.resolver).await;
     tokio::spawn(refresh_egress_periodically(
         ctx.clone(),
-        args.check_interval,
+        config.settings.default_interval,
         shutdown.clone(),
     ));
 
-    if args.leader_election {
+    if let Some(lease) = &config.lease {
         run_with_lease(
-            &args,
+            &config,
+            lease,
             client,
             ctx,
             health.clone(),
@@ -211,7 +143,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         metrics.leader.set(1);
         run_controller(
-            &args,
+            &config,
             ctx,
             health.clone(),
             shutdown.clone().cancelled_owned(),
@@ -230,20 +162,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// Reconciles only while holding the Lease; gives it back on shutdown.
 async fn run_with_lease(
-    args: &RunArgs,
+    config: &Config,
+    lease: &LeaseConfig,
     client: Client,
     ctx: Arc<Context>,
     health: Arc<Health>,
     identity: String,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let namespace = args
-        .lease_namespace
+    let namespace = lease
+        .namespace
         .clone()
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
         .unwrap_or_else(|| "default".to_owned());
-    let duration = args.lease_duration_seconds.max(2);
-    let manager = LeaseManagerBuilder::new(client, args.lease_name.clone())
+    let duration = lease.duration_seconds.max(2);
+    let manager = LeaseManagerBuilder::new(client, lease.name.clone())
         .with_namespace(namespace.clone())
         .with_identity(identity.clone())
         .with_duration(duration)
@@ -253,7 +186,7 @@ async fn run_with_lease(
         .await
         .context("setting up leader election")?;
     let (mut leading, task) = manager.watch().await;
-    info!(lease = %args.lease_name, %namespace, %identity, "waiting for the Lease");
+    info!(lease = %lease.name, %namespace, %identity, "waiting for the Lease");
     // A replica waiting for the Lease has nothing to sync: it is ready to take over.
     health.set_ready(true);
     loop {
@@ -277,7 +210,7 @@ async fn run_with_lease(
                 _ = watch.wait_for(|leader| !*leader) => {}
             }
         };
-        run_controller(args, ctx.clone(), health.clone(), lost).await;
+        run_controller(config, ctx.clone(), health.clone(), lost).await;
         ctx.metrics.leader.set(0);
         if shutdown.is_cancelled() {
             break;
@@ -296,35 +229,35 @@ async fn run_with_lease(
 
 /// Runs the Controller until `stop` resolves, then lets running reconciles finish.
 async fn run_controller(
-    args: &RunArgs,
+    config: &Config,
     ctx: Arc<Context>,
     health: Arc<Health>,
     stop: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let (tenants, config_maps): (Api<HelpdeskTenant>, Api<ConfigMap>) = match &args.watch_namespace
-    {
-        Some(namespace) => (
-            Api::namespaced(client.clone(), namespace),
-            Api::namespaced(client, namespace),
-        ),
-        None => (Api::all(client.clone()), Api::all(client)),
-    };
+    let (tenants, config_maps): (Api<HelpdeskTenant>, Api<ConfigMap>) =
+        match &config.watch_namespace {
+            Some(namespace) => (
+                Api::namespaced(client.clone(), namespace),
+                Api::namespaced(client, namespace),
+            ),
+            None => (Api::all(client.clone()), Api::all(client)),
+        };
     let mut tenant_watch = watcher::Config::default();
-    if let Some(selector) = &args.selector {
+    if let Some(selector) = &config.selector {
         tenant_watch = tenant_watch.labels(selector);
     }
     let owned_watch =
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}"));
 
-    let egress_changes = futures::stream::unfold(ctx.egress_changes(), |mut rx| async move {
+    let egress_changes = futures::stream::unfold(ctx.egress.changes(), |mut rx| async move {
         rx.changed().await.ok()?;
         Some(((), rx))
     });
     let controller = Controller::new(tenants, tenant_watch)
         .owns(config_maps, owned_watch)
         .reconcile_all_on(egress_changes)
-        .with_config(ControllerConfig::default().concurrency(args.concurrency))
+        .with_config(ControllerConfig::default().concurrency(config.concurrency))
         .graceful_shutdown_on(stop);
 
     let store = controller.store();
@@ -350,15 +283,15 @@ async fn run_controller(
             }
         }
     });
-    let per_tenant = args.per_tenant_metrics;
+    let per_tenant = config.per_tenant_metrics;
     let refresh_store = store.clone();
     health.set_refresh(Some(Arc::new(move |metrics: &Metrics| {
-        refresh_tenant_metrics(metrics, &refresh_store.state(), per_tenant);
+        telemetry::refresh_tenant_metrics(metrics, &refresh_store.state(), per_tenant);
     })));
 
     let prune_store = store.clone();
     let prune_ctx = ctx.clone();
-    let every = args.check_interval;
+    let every = config.settings.default_interval;
     let prune = tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;
@@ -368,6 +301,7 @@ async fn run_controller(
                 .map(|t| (t.namespace().unwrap_or_default(), t.name_any()))
                 .collect();
             prune_ctx
+                .schedule
                 .retain(|namespace, name| live.contains(&(namespace.to_owned(), name.to_owned())));
         }
     });
@@ -386,57 +320,12 @@ async fn run_controller(
     health.set_refresh(None);
 }
 
-/// Recomputes the tenant gauges from the cache (so deleted tenants disappear).
-fn refresh_tenant_metrics(metrics: &Metrics, tenants: &[Arc<HelpdeskTenant>], per_tenant: bool) {
-    let mut counts: std::collections::BTreeMap<&'static str, i64> = [
-        "aligned",
-        "fallback",
-        "unaligned",
-        "unknown",
-        "pending",
-        "suspended",
-        "observe",
-    ]
-    .into_iter()
-    .map(|state| (state, 0))
-    .collect();
-    for tenant in tenants {
-        *counts.entry(reconcile::tenant_state(tenant)).or_insert(0) += 1;
-    }
-    for (state, count) in counts {
-        metrics
-            .tenants
-            .get_or_create(&StateLabels {
-                state: state.to_owned(),
-            })
-            .set(count);
-    }
-    if per_tenant
-        && let (Some(aligned), Some(fallback)) = (
-            &metrics.tenant_aligned_senders,
-            &metrics.tenant_fallback_senders,
-        )
-    {
-        aligned.clear();
-        fallback.clear();
-        for tenant in tenants {
-            let labels = TenantLabels {
-                namespace: tenant.namespace().unwrap_or_default(),
-                tenant: tenant.name_any(),
-            };
-            let (a, f) = reconcile::sender_counts(tenant);
-            aligned.get_or_create(&labels).set(a);
-            fallback.get_or_create(&labels).set(f);
-        }
-    }
-}
-
 async fn refresh_egress_periodically(
     ctx: Arc<Context>,
     every: Duration,
     shutdown: CancellationToken,
 ) {
-    if ctx.settings.smtp_hosts.is_empty() {
+    if !ctx.egress.has_hosts() {
         return;
     }
     loop {
@@ -444,7 +333,7 @@ async fn refresh_egress_periodically(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        ctx.refresh_egress().await;
+        ctx.egress.refresh(&ctx.resolver).await;
     }
 }
 
@@ -469,18 +358,4 @@ async fn wait_for_signal(shutdown: CancellationToken) {
         let _ = tokio::signal::ctrl_c().await;
     }
     shutdown.cancel();
-}
-
-/// Prints the CRD YAML.
-pub fn print_crd() -> ExitCode {
-    match crate::api::crd_yaml() {
-        Ok(yaml) => {
-            print!("{yaml}");
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("cannot serialize the CRD: {error}");
-            ExitCode::FAILURE
-        }
-    }
 }

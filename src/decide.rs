@@ -1,4 +1,4 @@
-//! The decision of one reconcile, as a pure function (design §5, §7).
+//! The decision of one reconcile, as a pure function (docs/design.md §5, §7).
 //!
 //! Input: the tenant's spec, its previous status, this round's checks (if a check ran), the
 //! time, and the operator's defaults. Output: the desired status, whether it differs from the
@@ -9,44 +9,16 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::alignment::{SenderCheck, UnalignedReason, Verdict};
 use crate::api::{
     DmarcStatus, HelpdeskTenantSpec, HelpdeskTenantStatus, Mode, SenderState, SenderStatus,
-    SendingAs, SpfStatus, SuggestedRecordStatus, condition, parse_duration,
+    SendingAs, SpfStatus, SuggestedRecordStatus, parse_duration,
 };
-use crate::spf::result_name;
-
-/// ConfigMap keys the operator owns (design §7).
-pub mod keys {
-    pub const SENDER_MODE: &str = "sender-mode";
-    pub const FROM: &str = "from";
-    pub const REPLY_TO: &str = "reply-to";
-    pub const SENDERS_JSON: &str = "senders.json";
-    /// Every owned key.
-    pub const ALL: [&str; 4] = [SENDER_MODE, FROM, REPLY_TO, SENDERS_JSON];
-}
-
-/// Condition reasons (CamelCase constants).
-pub mod reason {
-    pub const ALIGNED: &str = "Aligned";
-    pub const NOT_CHECKED: &str = "NotChecked";
-    pub const DNS_TEMPORARY_FAILURE: &str = "DnsTemporaryFailure";
-    pub const NO_SPF_RECORD: &str = "NoSpfRecord";
-    pub const SPF_PERM_ERROR: &str = "SpfPermError";
-    pub const PROVIDER_NOT_AUTHORIZED: &str = "ProviderNotAuthorized";
-    pub const DOMAIN_NOT_ALIGNED: &str = "DomainNotAligned";
-    pub const SENDERS_UNALIGNED: &str = "SendersUnaligned";
-    pub const AWAITING_ALIGNMENT: &str = "AwaitingAlignment";
-    pub const TENANT_SENDERS_ACTIVE: &str = "TenantSendersActive";
-    pub const OBSERVE_MODE: &str = "ObserveMode";
-    pub const SUSPENDED: &str = "Suspended";
-    pub const RECONCILED: &str = "Reconciled";
-    pub const AWAITING_FIRST_VERDICT: &str = "AwaitingFirstVerdict";
-    /// The mail-settings ConfigMap is controlled by another object.
-    pub const CONFIG_MAP_CONFLICT: &str = "ConfigMapConflict";
-}
+use crate::conditions::{reason, same_ignoring_timestamps, set_conditions};
+use crate::mail_settings::config_map_data;
+use crate::names::address_domain;
 
 /// The longest wait for a record's TTL before a sender returns to the tenant's address.
 pub const MAX_VALID_AFTER_DELAY: Duration = Duration::from_secs(3600);
@@ -189,10 +161,11 @@ pub fn decide(input: &Input<'_>) -> Decision {
     let mut senders = Vec::with_capacity(spec.senders.len());
     let mut events = Vec::new();
     for sender in &spec.senders {
-        let envelope = sender
-            .envelope_domain
-            .clone()
-            .unwrap_or_else(|| domain_of(&sender.address).to_owned());
+        let envelope = sender.envelope_domain.clone().unwrap_or_else(|| {
+            address_domain(&sender.address)
+                .unwrap_or(&sender.address)
+                .to_owned()
+        });
         let previous = previous_senders.iter().find(|s| {
             s.address.eq_ignore_ascii_case(&sender.address)
                 && s.envelope_domain.eq_ignore_ascii_case(&envelope)
@@ -335,7 +308,7 @@ fn step(
         } => {
             record_detail(status, check);
             status.state = SenderState::Unaligned;
-            status.reason = Some(unaligned_reason(*why).to_owned());
+            status.reason = Some(why.as_str().to_owned());
             status.message = Some(clean_message(message, *why, &check.envelope_domain));
             status.consecutive_successes = 0;
             status.valid_after = None;
@@ -422,7 +395,7 @@ fn record_detail(status: &mut SenderStatus, check: &SenderCheck) {
         results: spf
             .results
             .iter()
-            .map(|r| (r.ip.to_string(), result_name(r.result).to_owned()))
+            .map(|r| (r.ip.to_string(), r.result.as_str().to_owned()))
             .collect(),
         lookups: spf.lookups,
         void_lookups: spf.void_lookups,
@@ -452,15 +425,6 @@ fn record_detail(status: &mut SenderStatus, check: &SenderCheck) {
             lookups: s.lookups,
             warning: s.warning.clone(),
         });
-}
-
-fn unaligned_reason(why: UnalignedReason) -> &'static str {
-    match why {
-        UnalignedReason::NoSpfRecord => reason::NO_SPF_RECORD,
-        UnalignedReason::SpfPermError => reason::SPF_PERM_ERROR,
-        UnalignedReason::ProviderNotAuthorized => reason::PROVIDER_NOT_AUTHORIZED,
-        UnalignedReason::DomainNotAligned => reason::DOMAIN_NOT_ALIGNED,
-    }
 }
 
 /// The engine's sentence, or a fixed one when it is empty or too long to be a sentence.
@@ -521,263 +485,6 @@ fn next_check(
     next
 }
 
-fn set_conditions(
-    status: &mut HelpdeskTenantStatus,
-    spec: &HelpdeskTenantSpec,
-    fallback: &str,
-    generation: Option<i64>,
-    now: Timestamp,
-) {
-    let senders = &status.senders;
-    let list = |pred: &dyn Fn(&SenderStatus) -> bool| -> Vec<&SenderStatus> {
-        senders.iter().filter(|s| pred(s)).collect()
-    };
-    let unaligned = list(&|s| s.state == SenderState::Unaligned);
-    let temporary = list(&|s| {
-        s.state == SenderState::TemporaryFailure
-            || (s.state == SenderState::Pending
-                && s.reason.as_deref() == Some(reason::DNS_TEMPORARY_FAILURE))
-    });
-    let pending = list(&|s| s.state == SenderState::Pending);
-    let falling_back = list(&|s| s.sending_as == SendingAs::Fallback);
-
-    let aligned = if let Some(first) = unaligned.first() {
-        (
-            "False",
-            first
-                .reason
-                .clone()
-                .unwrap_or_else(|| reason::PROVIDER_NOT_AUTHORIZED.to_owned()),
-            format!(
-                "{} of {} senders unaligned: {}",
-                unaligned.len(),
-                senders.len(),
-                describe(&unaligned)
-            ),
-        )
-    } else if !temporary.is_empty() {
-        (
-            "Unknown",
-            reason::DNS_TEMPORARY_FAILURE.to_owned(),
-            format!(
-                "DNS lookups failed temporarily for {}; current senders are kept",
-                addresses(&temporary)
-            ),
-        )
-    } else if !pending.is_empty() {
-        (
-            "Unknown",
-            reason::NOT_CHECKED.to_owned(),
-            format!("not checked yet: {}", addresses(&pending)),
-        )
-    } else {
-        (
-            "True",
-            reason::ALIGNED.to_owned(),
-            format!(
-                "all {} senders authorize the provider and align with DMARC",
-                senders.len()
-            ),
-        )
-    };
-
-    let fallback_condition = if spec.mode == Mode::Observe {
-        let message = if falling_back.is_empty() {
-            "Observe mode never changes mail settings; no sender would fall back".to_owned()
-        } else {
-            format!(
-                "Observe mode never changes mail settings; {} would send as {fallback}",
-                addresses(&falling_back)
-            )
-        };
-        ("False", reason::OBSERVE_MODE.to_owned(), message)
-    } else if falling_back.is_empty() {
-        (
-            "False",
-            reason::TENANT_SENDERS_ACTIVE.to_owned(),
-            "every sender sends as its own address".to_owned(),
-        )
-    } else {
-        let why = if falling_back
-            .iter()
-            .any(|s| s.state == SenderState::Unaligned)
-        {
-            reason::SENDERS_UNALIGNED
-        } else {
-            reason::AWAITING_ALIGNMENT
-        };
-        (
-            "True",
-            why.to_owned(),
-            format!("{} send as {fallback}", addresses(&falling_back)),
-        )
-    };
-
-    let ready = if spec.suspend {
-        (
-            "True",
-            reason::SUSPENDED.to_owned(),
-            "checks are suspended; mail settings keep their current values".to_owned(),
-        )
-    } else if !pending.is_empty() {
-        (
-            "False",
-            reason::AWAITING_FIRST_VERDICT.to_owned(),
-            format!("waiting for a first verdict on {}", addresses(&pending)),
-        )
-    } else {
-        (
-            "True",
-            reason::RECONCILED.to_owned(),
-            if spec.mode == Mode::Observe {
-                "the latest checks are reported".to_owned()
-            } else {
-                "the mail settings follow the latest checks".to_owned()
-            },
-        )
-    };
-
-    for (kind, (state, why, message)) in [
-        (condition::READY, ready),
-        (condition::SPF_ALIGNED, aligned),
-        (condition::FALLBACK_ACTIVE, fallback_condition),
-    ] {
-        set_condition(
-            &mut status.conditions,
-            kind,
-            state,
-            &why,
-            &message,
-            generation,
-            now,
-        );
-    }
-}
-
-fn addresses(senders: &[&SenderStatus]) -> String {
-    let mut text = senders
-        .iter()
-        .take(5)
-        .map(|s| s.address.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
-    if senders.len() > 5 {
-        text.push_str(&format!(" and {} more", senders.len() - 5));
-    }
-    text
-}
-
-fn describe(senders: &[&SenderStatus]) -> String {
-    let mut text = senders
-        .iter()
-        .take(3)
-        .map(|s| {
-            format!(
-                "{} ({})",
-                s.address,
-                s.message.as_deref().unwrap_or("unaligned")
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("; ");
-    if senders.len() > 3 {
-        text.push_str(&format!("; and {} more", senders.len() - 3));
-    }
-    text
-}
-
-/// Sets a condition, keeping `lastTransitionTime` unless the status changes.
-pub fn set_condition(
-    conditions: &mut Vec<Condition>,
-    kind: &str,
-    status: &str,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-    now: Timestamp,
-) {
-    let wanted = |last_transition_time: Time| Condition {
-        type_: kind.to_owned(),
-        status: status.to_owned(),
-        reason: reason.to_owned(),
-        message: message.to_owned(),
-        observed_generation: generation,
-        last_transition_time,
-    };
-    match conditions.iter_mut().find(|c| c.type_ == kind) {
-        Some(existing) if existing.status == status => {
-            let time = existing.last_transition_time.clone();
-            *existing = wanted(time);
-        }
-        Some(existing) => *existing = wanted(Time(now)),
-        None => conditions.push(wanted(Time(now))),
-    }
-}
-
-/// Whether two statuses are equal apart from check timestamps.
-pub fn same_ignoring_timestamps(a: &HelpdeskTenantStatus, b: &HelpdeskTenantStatus) -> bool {
-    let strip = |s: &HelpdeskTenantStatus| HelpdeskTenantStatus {
-        last_check_time: None,
-        next_check_time: None,
-        ..s.clone()
-    };
-    strip(a) == strip(b)
-}
-
-/// The owned ConfigMap keys for the senders' current From addresses (design §7).
-pub fn config_map_data(senders: &[SenderStatus]) -> BTreeMap<String, String> {
-    #[derive(serde::Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Entry<'a> {
-        from: &'a str,
-        reply_to: &'a str,
-        mode: SendingAs,
-    }
-    let mut map = BTreeMap::new();
-    for s in senders {
-        let reply = if s.sending_as == SendingAs::Fallback {
-            s.address.as_str()
-        } else {
-            ""
-        };
-        map.insert(
-            s.address.as_str(),
-            Entry {
-                from: &s.effective_from,
-                reply_to: reply,
-                mode: s.sending_as,
-            },
-        );
-    }
-    let any_fallback = senders.iter().any(|s| s.sending_as == SendingAs::Fallback);
-    let first = senders.first();
-    let mut data = BTreeMap::new();
-    data.insert(
-        keys::SENDER_MODE.to_owned(),
-        if any_fallback { "fallback" } else { "tenant" }.to_owned(),
-    );
-    data.insert(
-        keys::FROM.to_owned(),
-        first.map(|s| s.effective_from.clone()).unwrap_or_default(),
-    );
-    data.insert(
-        keys::REPLY_TO.to_owned(),
-        first
-            .filter(|s| s.sending_as == SendingAs::Fallback)
-            .map(|s| s.address.clone())
-            .unwrap_or_default(),
-    );
-    data.insert(
-        keys::SENDERS_JSON.to_owned(),
-        serde_json::to_string(&map).unwrap_or_else(|_| "{}".to_owned()),
-    );
-    data
-}
-
-fn domain_of(address: &str) -> &str {
-    address.rsplit_once('@').map(|(_, d)| d).unwrap_or(address)
-}
-
 fn add(now: Timestamp, after: Duration) -> Timestamp {
     jiff::SignedDuration::try_from(after)
         .ok()
@@ -787,9 +494,13 @@ fn add(now: Timestamp, after: Duration) -> Timestamp {
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
     use super::*;
-    use crate::alignment::{DmarcReport, IpResult, SpfReport, SpfResult, SuggestedRecord};
-    use crate::api::MailSettings;
+    use crate::alignment::{DmarcReport, IpResult, SpfReport, SuggestedRecord};
+    use crate::api::{MailSettings, condition};
+    use crate::mail_settings::keys;
+    use crate::spf::SpfResult;
 
     const DEFAULT_SENDER: &str = "notify+{tenant}@provider.example";
     const FALLBACK: &str = "notify+acme@provider.example";
@@ -1031,12 +742,18 @@ mod tests {
             (s.state, s.sending_as),
             (SenderState::Unaligned, SendingAs::Fallback)
         );
-        assert_eq!(s.reason.as_deref(), Some(reason::PROVIDER_NOT_AUTHORIZED));
+        assert_eq!(
+            s.reason.as_deref(),
+            Some(UnalignedReason::ProviderNotAuthorized.as_str())
+        );
         assert_eq!(kinds(&d), vec![EventKind::SenderUnaligned]);
         assert!(s.suggested_record.is_some());
         let aligned_condition = cond(&d.status, condition::SPF_ALIGNED);
         assert_eq!(aligned_condition.status, "False");
-        assert_eq!(aligned_condition.reason, reason::PROVIDER_NOT_AUTHORIZED);
+        assert_eq!(
+            aligned_condition.reason,
+            UnalignedReason::ProviderNotAuthorized.as_str()
+        );
         assert!(aligned_condition.message.contains(A));
         assert_eq!(
             cond(&d.status, condition::FALLBACK_ACTIVE).reason,
@@ -1492,18 +1209,6 @@ mod tests {
             "False",
             "a definitive failure wins"
         );
-    }
-
-    #[test]
-    fn conditions_keep_transition_time_when_only_reason_changes() {
-        let mut conditions = Vec::new();
-        set_condition(&mut conditions, "X", "False", "A", "a", Some(1), t0());
-        set_condition(&mut conditions, "X", "False", "B", "b", Some(2), at(10));
-        assert_eq!(conditions.len(), 1);
-        assert_eq!(conditions[0].last_transition_time, Time(t0()));
-        assert_eq!(conditions[0].reason, "B");
-        set_condition(&mut conditions, "X", "True", "C", "c", Some(2), at(20));
-        assert_eq!(conditions[0].last_transition_time, Time(at(20)));
     }
 
     #[test]

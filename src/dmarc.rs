@@ -33,6 +33,7 @@
 use std::fmt;
 
 use crate::dns::Dns;
+use crate::names::normalize_domain;
 
 /// DMARC identifier alignment mode (`aspf`, `adkim`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -352,12 +353,6 @@ pub fn serialize(tags: &[Tag]) -> String {
         out.push_str(&tag.value);
     }
     out
-}
-
-/// Lower case, without one trailing dot: the form domains are compared in.
-pub fn normalize_domain(domain: &str) -> String {
-    let trimmed = domain.strip_suffix('.').unwrap_or(domain);
-    trimmed.to_ascii_lowercase()
 }
 
 /// The organizational domain of `domain` by the public suffix list: the public suffix plus

@@ -22,6 +22,8 @@ use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use tokio::sync::OnceCell;
 
+use crate::names::normalize_domain;
+
 /// Longest time a positive answer is kept, whatever its TTL says.
 const MAX_POSITIVE_TTL: u32 = 86_400;
 /// Longest time a negative answer (NXDOMAIN or NODATA) is kept.
@@ -104,6 +106,9 @@ pub trait Dns: Send + Sync {
 /// The SPF resource record type of RFC 4408, which RFC 7208 §3.1 retired.
 pub const SPF_RECORD_TYPE: RecordType = RecordType::Unknown(99);
 
+/// The default time allowed for one DNS query attempt, in milliseconds.
+pub const DEFAULT_TIMEOUT_MS: u64 = 3_000;
+
 /// How to build a [`Resolver`].
 #[derive(Clone, Debug)]
 pub struct DnsConfig {
@@ -119,7 +124,7 @@ impl Default for DnsConfig {
     fn default() -> Self {
         Self {
             nameservers: Vec::new(),
-            timeout: Duration::from_secs(3),
+            timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS),
             cache_size: 10_000,
         }
     }
@@ -339,7 +344,7 @@ impl Resolver {
 
     async fn lookup(&self, name: &str, record_type: RecordType) -> Outcome {
         self.inner.lookups.fetch_add(1, Ordering::Relaxed);
-        let key = (normalize(name), record_type);
+        let key = (normalize_domain(name), record_type);
         let (slot, existing) = self.slot(&key);
         let mut queried = false;
         let (outcome, expires) = slot
@@ -493,10 +498,6 @@ pub fn reverse_name(ip: IpAddr) -> String {
             name
         }
     }
-}
-
-fn normalize(name: &str) -> String {
-    name.trim_end_matches('.').to_ascii_lowercase()
 }
 
 fn records_empty(records: &Records) -> bool {

@@ -1,28 +1,39 @@
 //! helpdesk-mail-operator: keeps helpdesk tenants' mail deliverable by verifying that each
 //! tenant's SPF record authorizes the provider's SMTP egress and that DMARC would accept it.
 //!
-//! The thinking lives in pure modules; the I/O stays at the edges:
+//! The thinking lives in pure modules; the I/O stays at the edges. Arrows point down the
+//! table: a module uses only those above it (docs/design.md §13).
 //!
 //! | module | role |
 //! |---|---|
-//! | [`api`] | the `HelpdeskTenant` type: the only place the schema is defined |
+//! | [`names`] | email addresses and domain names: splitting, normalizing |
 //! | [`dns`] | the one module that speaks to hickory: a small trait and the shared caching resolver |
-//! | [`spf`] | RFC 7208: record parser, macro expander, `check_host()` with a trace, lints |
+//! | [`spf`] | RFC 7208: record parser, macro expander, `check_host()` with a trace, lints, the include edit |
 //! | [`dmarc`] | DMARC policy discovery, tag-list parser, identifier alignment |
-//! | [`alignment`] | one sender against the provider: the verdict, the detail, the suggested record |
-//! | [`decide`] | pure: previous status + verdicts + now -> desired status, mail settings, events |
-//! | [`reconcile`] | observe -> decide -> act, and the error policy |
-//! | [`controller`] | watches, leader election, shutdown |
+//! | [`api`] | the `HelpdeskTenant` type: the only place the schema is defined |
+//! | [`alignment`] | one sender against the provider: the facts, the verdict, the suggested record |
+//! | [`egress`] | the provider's egress addresses, re-resolved from its SMTP hosts |
+//! | [`conditions`] | condition reasons, the conditions' summary, timestamp-insensitive comparison |
+//! | [`mail_settings`] | the owned ConfigMap keys, derived from the recorded status |
+//! | [`decide`] | pure: previous status + verdicts + now -> desired status, events, next check |
+//! | [`schedule`] | when each tenant is due, retry counts, jitter and backoff |
 //! | [`telemetry`] | logs, metrics, `/healthz`, `/readyz` |
-//! | [`cli`] | the `spf check` and `check` commands, and the flags they share with `run` |
+//! | [`reconcile`] | observe -> decide -> act for one tenant, and the error policy |
+//! | [`controller`] | watches, leader election, shutdown |
+//! | [`cli`] | every command-line type, the one-shot commands and their renderers |
 
 pub mod alignment;
 pub mod api;
 pub mod cli;
+pub mod conditions;
 pub mod controller;
 pub mod decide;
 pub mod dmarc;
 pub mod dns;
+pub mod egress;
+pub mod mail_settings;
+pub mod names;
 pub mod reconcile;
+pub mod schedule;
 pub mod spf;
 pub mod telemetry;

@@ -3,38 +3,35 @@
 //! act (apply the owned ConfigMap keys, patch the status, emit Events, all only when something
 //! changed).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
-use rand::Rng;
 use serde_json::json;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::alignment::{Provider, SenderCheck, SenderInput, Verdict, check_sender, resolve_egress};
+use crate::alignment::{Provider, SenderCheck, SenderInput, Verdict, check_sender};
 use crate::api::{
-    FIELD_MANAGER, HelpdeskTenant, HelpdeskTenantStatus, RECHECK_ANNOTATION, SendingAs, condition,
+    FIELD_MANAGER, HelpdeskTenant, HelpdeskTenantStatus, RECHECK_ANNOTATION, condition,
 };
-use crate::decide::{self, Decision, EventKind, Input, keys};
+use crate::conditions::{self, same_ignoring_timestamps, set_condition};
+use crate::decide::{self, Decision, EventKind, Input};
 use crate::dns::Resolver;
+use crate::egress::Egress;
+use crate::mail_settings::keys;
+use crate::schedule::{MAX_BACKOFF, Schedule, TenantKey, backoff};
 use crate::telemetry::{DirectionLabels, KindLabels, Metrics, ResultLabels};
 
 /// Label put on every mail-settings ConfigMap; the operator watches only labelled ConfigMaps.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-
-/// Longest wait between retries of a failing reconcile.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
-const MIN_BACKOFF: Duration = Duration::from_secs(1);
 
 /// What went wrong in a reconcile, and whether retrying soon can help.
 #[derive(Debug, thiserror::Error)]
@@ -82,12 +79,6 @@ pub struct Settings {
     pub default_interval: Duration,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Schedule {
-    due: Instant,
-    egress_epoch: u64,
-}
-
 /// Shared by every reconcile.
 pub struct Context {
     pub client: Client,
@@ -95,11 +86,10 @@ pub struct Context {
     pub settings: Settings,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
-    egress: RwLock<BTreeSet<IpAddr>>,
-    egress_epoch: AtomicU64,
-    egress_changed: tokio::sync::watch::Sender<u64>,
-    schedule: Mutex<HashMap<(String, String), Schedule>>,
-    failures: Mutex<HashMap<(String, String), u32>>,
+    /// The provider's egress set.
+    pub egress: Egress,
+    /// When each tenant is due.
+    pub schedule: Schedule,
 }
 
 impl Context {
@@ -110,81 +100,15 @@ impl Context {
         recorder: Recorder,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let egress: BTreeSet<IpAddr> = settings.egress_ips.iter().copied().collect();
-        let (egress_changed, _) = tokio::sync::watch::channel(0);
+        let egress = Egress::new(settings.egress_ips.clone(), settings.smtp_hosts.clone());
         Self {
             client,
             resolver,
             settings,
             recorder,
             metrics,
-            egress: RwLock::new(egress),
-            egress_epoch: AtomicU64::new(0),
-            egress_changed,
-            schedule: Mutex::new(HashMap::new()),
-            failures: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Notified with a new epoch whenever the provider's egress set changes.
-    pub fn egress_changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.egress_changed.subscribe()
-    }
-
-    /// The provider's current egress addresses.
-    pub fn egress(&self) -> BTreeSet<IpAddr> {
-        self.egress.read().map(|e| e.clone()).unwrap_or_default()
-    }
-
-    /// Re-resolves the SMTP hosts (through the shared cache); when the egress set changes,
-    /// bumps the epoch so every tenant is re-checked. When a lookup fails the set is kept.
-    pub async fn refresh_egress(&self) -> BTreeSet<IpAddr> {
-        let current = self.egress();
-        if self.settings.smtp_hosts.is_empty() {
-            return current;
-        }
-        let mut fresh: BTreeSet<IpAddr> = self.settings.egress_ips.iter().copied().collect();
-        match resolve_egress(&self.resolver, &self.settings.smtp_hosts).await {
-            Ok(resolved) => fresh.extend(resolved),
-            Err(error) => {
-                // A failed lookup is no reason to change the set: keep what was known.
-                warn!(%error, "could not re-resolve the provider SMTP hosts; keeping the previous addresses");
-                return current;
-            }
-        }
-        if fresh != current {
-            info!(before = ?current, after = ?fresh, "provider egress addresses changed; re-checking every tenant");
-            if let Ok(mut egress) = self.egress.write() {
-                *egress = fresh.clone();
-            }
-            let epoch = self.egress_epoch.fetch_add(1, Ordering::SeqCst) + 1;
-            self.egress_changed.send_replace(epoch);
-        }
-        fresh
-    }
-
-    fn key(namespace: &str, name: &str) -> (String, String) {
-        (namespace.to_owned(), name.to_owned())
-    }
-
-    /// Forgets the schedule and backoff of every tenant `keep` rejects (deleted tenants).
-    pub fn retain(&self, keep: impl Fn(&str, &str) -> bool) {
-        if let Ok(mut s) = self.schedule.lock() {
-            s.retain(|(namespace, name), _| keep(namespace, name));
-        }
-        if let Ok(mut f) = self.failures.lock() {
-            f.retain(|(namespace, name), _| keep(namespace, name));
-        }
-    }
-
-    /// Forgets a tenant's schedule and backoff (it was deleted).
-    pub fn forget(&self, namespace: &str, name: &str) {
-        let key = Self::key(namespace, name);
-        if let Ok(mut s) = self.schedule.lock() {
-            s.remove(&key);
-        }
-        if let Ok(mut f) = self.failures.lock() {
-            f.remove(&key);
+            egress,
+            schedule: Schedule::default(),
         }
     }
 }
@@ -212,10 +136,8 @@ pub async fn reconcile(tenant: Arc<HelpdeskTenant>, ctx: Arc<Context>) -> Result
     ctx.metrics
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
-    if result.is_ok()
-        && let Ok(mut failures) = ctx.failures.lock()
-    {
-        failures.remove(&Context::key(&namespace, &name));
+    if result.is_ok() {
+        ctx.schedule.succeeded(&Schedule::key(&namespace, &name));
     }
     result
 }
@@ -226,20 +148,20 @@ async fn reconcile_inner(
     namespace: &str,
     name: &str,
 ) -> Result<Action, Error> {
+    let key = Schedule::key(namespace, name);
     if tenant.metadata.deletion_timestamp.is_some() {
-        ctx.forget(namespace, name);
+        ctx.schedule.forget(&key);
         return Ok(Action::await_change());
     }
-    let key = Context::key(namespace, name);
     let previous = tenant.status.as_ref();
 
     // Observe.
     let due = due(tenant, previous, ctx, &key);
-    let mut epoch = ctx.egress_epoch.load(Ordering::SeqCst);
+    let mut epoch = ctx.egress.epoch();
     let (checks, recheck) = match &due {
         Due::Yes { recheck } => {
-            let egress = ctx.refresh_egress().await;
-            epoch = ctx.egress_epoch.load(Ordering::SeqCst);
+            let egress = ctx.egress.refresh(&ctx.resolver).await;
+            epoch = ctx.egress.epoch();
             if egress.is_empty() {
                 return Err(Error::NoEgressAddresses);
             }
@@ -252,7 +174,7 @@ async fn reconcile_inner(
         }
         Due::No => (None, None),
     };
-    let epoch_after = ctx.egress_epoch.load(Ordering::SeqCst);
+    let epoch_after = ctx.egress.epoch();
     let cm_name = tenant.config_map_name();
     let cm_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
     let existing = cm_api.get_opt(&cm_name).await?;
@@ -280,16 +202,16 @@ async fn reconcile_inner(
         if matches!(error, Error::ConfigMapTaken(_)) {
             // Tell the user in status: kstatus Ready=False with the reason.
             let mut status = decision.status.clone();
-            decide::set_condition(
+            set_condition(
                 &mut status.conditions,
                 condition::READY,
                 "False",
-                decide::reason::CONFIG_MAP_CONFLICT,
+                conditions::reason::CONFIG_MAP_CONFLICT,
                 &error.to_string(),
                 tenant.metadata.generation,
                 now,
             );
-            if previous.is_none_or(|p| !decide::same_ignoring_timestamps(p, &status)) {
+            if previous.is_none_or(|p| !same_ignoring_timestamps(p, &status)) {
                 patch_status(tenant, ctx, namespace, name, &status).await?;
             }
         }
@@ -302,34 +224,18 @@ async fn reconcile_inner(
 
     // Schedule.
     let Some(next) = decision.next_check else {
-        if let Ok(mut s) = ctx.schedule.lock() {
-            s.remove(&key);
-        }
+        ctx.schedule.unschedule(&key);
         return Ok(Action::await_change());
     };
-    let wait = {
-        let mut schedule = ctx.schedule.lock().unwrap_or_else(|p| p.into_inner());
-        if checks.is_some() || !schedule.contains_key(&key) {
-            let jittered = jitter(next);
-            // A change of the egress set during the check is caught by the next reconcile.
-            let egress_epoch = if epoch == epoch_after {
-                epoch
-            } else {
-                epoch_after.wrapping_sub(1)
-            };
-            schedule.insert(
-                key.clone(),
-                Schedule {
-                    due: Instant::now() + jittered,
-                    egress_epoch,
-                },
-            );
-        }
-        schedule
-            .get(&key)
-            .map(|s| s.due.saturating_duration_since(Instant::now()))
-            .unwrap_or(next)
+    // A change of the egress set during the check is caught by the next reconcile.
+    let egress_epoch = if epoch == epoch_after {
+        epoch
+    } else {
+        epoch_after.wrapping_sub(1)
     };
+    let wait = ctx
+        .schedule
+        .plan(&key, next, checks.is_some(), egress_epoch);
     debug!(
         checked = checks.is_some(),
         wait_seconds = wait.as_secs_f64(),
@@ -342,7 +248,7 @@ fn due(
     tenant: &HelpdeskTenant,
     previous: Option<&HelpdeskTenantStatus>,
     ctx: &Context,
-    key: &(String, String),
+    key: &TenantKey,
 ) -> Due {
     if tenant.spec.suspend {
         return Due::No;
@@ -362,18 +268,12 @@ fn due(
     let Some(previous) = previous else {
         return Due::Yes { recheck: None };
     };
-    if previous.observed_generation != tenant.metadata.generation {
+    if previous.observed_generation != tenant.metadata.generation
+        || ctx.schedule.is_due(key, ctx.egress.epoch())
+    {
         return Due::Yes { recheck: None };
     }
-    let schedule = ctx.schedule.lock().ok().and_then(|s| s.get(key).copied());
-    match schedule {
-        None => Due::Yes { recheck: None },
-        Some(s) if s.egress_epoch != ctx.egress_epoch.load(Ordering::SeqCst) => {
-            Due::Yes { recheck: None }
-        }
-        Some(s) if s.due <= Instant::now() => Due::Yes { recheck: None },
-        Some(_) => Due::No,
-    }
+    Due::No
 }
 
 async fn check_all(
@@ -413,11 +313,6 @@ async fn check_all(
     checks
 }
 
-/// A controller owner reference to the tenant.
-fn owner_reference(tenant: &HelpdeskTenant) -> Option<OwnerReference> {
-    tenant.controller_owner_ref(&())
-}
-
 async fn apply_config_map(
     tenant: &HelpdeskTenant,
     ctx: &Context,
@@ -426,7 +321,9 @@ async fn apply_config_map(
     existing: Option<&ConfigMap>,
     data: &BTreeMap<String, String>,
 ) -> Result<(), Error> {
-    let owner = owner_reference(tenant).ok_or(Error::Incomplete("uid"))?;
+    let owner = tenant
+        .controller_owner_ref(&())
+        .ok_or(Error::Incomplete("uid"))?;
     if let Some(existing) = existing {
         let controller = existing
             .owner_references()
@@ -558,12 +455,6 @@ fn truncate(text: &str, max: usize) -> String {
     text[..end].to_owned()
 }
 
-/// Adds up to 10 % so tenants created together spread out; never shortens the wait.
-fn jitter(wait: Duration) -> Duration {
-    let extra = wait.as_secs_f64() * rand::rng().random_range(0.0..0.1);
-    wait + Duration::from_secs_f64(extra)
-}
-
 /// Error policy: back off exponentially (capped) while retrying can help; otherwise wait for
 /// the user, looking again after the cap.
 pub fn error_policy(tenant: Arc<HelpdeskTenant>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -579,76 +470,10 @@ pub fn error_policy(tenant: Arc<HelpdeskTenant>, error: &Error, ctx: Arc<Context
         warn!(tenant = %name, namespace = %namespace, %error, "reconcile needs a change by the user");
         return Action::requeue(MAX_BACKOFF);
     }
-    let attempts = {
-        let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let n = failures.entry(Context::key(&namespace, &name)).or_insert(0);
-        *n = n.saturating_add(1);
-        *n
-    };
+    let attempts = ctx.schedule.failed(&Schedule::key(&namespace, &name));
     let wait = backoff(attempts);
     warn!(tenant = %name, namespace = %namespace, %error, attempts, retry_seconds = wait.as_secs_f64(), "reconcile failed; retrying");
     Action::requeue(wait)
-}
-
-/// Exponential backoff: 1 s, 2 s, 4 s ... capped at [`MAX_BACKOFF`].
-pub fn backoff(attempts: u32) -> Duration {
-    let exp = attempts.saturating_sub(1).min(16);
-    (MIN_BACKOFF * 2u32.pow(exp)).min(MAX_BACKOFF)
-}
-
-/// The state a tenant is counted under in the `helpdesk_tenants` metric.
-pub fn tenant_state(tenant: &HelpdeskTenant) -> &'static str {
-    use crate::api::Mode;
-    if tenant.spec.suspend {
-        return "suspended";
-    }
-    let Some(status) = tenant.status.as_ref() else {
-        return "pending";
-    };
-    let get = |kind: &str| {
-        status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == kind)
-            .map(|c| c.status.as_str())
-    };
-    if tenant.spec.mode == Mode::Observe {
-        return "observe";
-    }
-    if get(condition::FALLBACK_ACTIVE) == Some("True") {
-        if !status.senders.is_empty()
-            && status
-                .senders
-                .iter()
-                .all(|s| s.state == crate::api::SenderState::Pending)
-        {
-            return "pending";
-        }
-        return "fallback";
-    }
-    match get(condition::SPF_ALIGNED) {
-        Some("True") => "aligned",
-        Some("False") => "unaligned",
-        _ => "unknown",
-    }
-}
-
-/// Aligned and falling-back sender counts of a tenant, for per-tenant metrics.
-pub fn sender_counts(tenant: &HelpdeskTenant) -> (i64, i64) {
-    let senders = tenant
-        .status
-        .as_ref()
-        .map(|s| s.senders.as_slice())
-        .unwrap_or(&[]);
-    let aligned = senders
-        .iter()
-        .filter(|s| s.state == crate::api::SenderState::Aligned)
-        .count();
-    let fallback = senders
-        .iter()
-        .filter(|s| s.sending_as == SendingAs::Fallback)
-        .count();
-    (aligned as i64, fallback as i64)
 }
 
 #[cfg(test)]
@@ -656,88 +481,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        assert_eq!(backoff(1), Duration::from_secs(1));
-        assert_eq!(backoff(2), Duration::from_secs(2));
-        assert_eq!(backoff(5), Duration::from_secs(16));
-        assert_eq!(backoff(30), MAX_BACKOFF);
-        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
-    }
-
-    #[test]
-    fn jitter_never_shortens_and_adds_at_most_ten_percent() {
-        for _ in 0..100 {
-            let j = jitter(Duration::from_secs(100));
-            assert!(
-                j >= Duration::from_secs(100) && j <= Duration::from_secs(110),
-                "{j:?}"
-            );
-        }
-    }
-
-    #[test]
     fn error_policy_classes() {
         assert!(Error::NoEgressAddresses.retry_soon());
         assert!(!Error::ConfigMapTaken("x".into()).retry_soon());
         assert!(!Error::Incomplete("namespace").retry_soon());
-    }
-
-    #[test]
-    fn tenant_states_for_the_metrics() {
-        use crate::api::{HelpdeskTenantSpec, Mode};
-        use crate::decide::set_condition;
-        let spec = HelpdeskTenantSpec::with_senders(["a@acme.example"]);
-        let mut tenant = HelpdeskTenant::new("acme", spec);
-        assert_eq!(tenant_state(&tenant), "pending");
-        let mut status = HelpdeskTenantStatus::default();
-        let now = Timestamp::UNIX_EPOCH;
-        set_condition(
-            &mut status.conditions,
-            "SpfAligned",
-            "True",
-            "Aligned",
-            "",
-            None,
-            now,
-        );
-        set_condition(
-            &mut status.conditions,
-            "FallbackActive",
-            "False",
-            "TenantSendersActive",
-            "",
-            None,
-            now,
-        );
-        tenant.status = Some(status.clone());
-        assert_eq!(tenant_state(&tenant), "aligned");
-        set_condition(
-            &mut status.conditions,
-            "SpfAligned",
-            "Unknown",
-            "DnsTemporaryFailure",
-            "",
-            None,
-            now,
-        );
-        tenant.status = Some(status.clone());
-        assert_eq!(tenant_state(&tenant), "unknown");
-        set_condition(
-            &mut status.conditions,
-            "FallbackActive",
-            "True",
-            "SendersUnaligned",
-            "",
-            None,
-            now,
-        );
-        tenant.status = Some(status);
-        assert_eq!(tenant_state(&tenant), "fallback");
-        tenant.spec.mode = Mode::Observe;
-        assert_eq!(tenant_state(&tenant), "observe");
-        tenant.spec.suspend = true;
-        assert_eq!(tenant_state(&tenant), "suspended");
-        assert_eq!(sender_counts(&tenant), (0, 0));
     }
 
     #[test]

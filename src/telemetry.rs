@@ -19,6 +19,10 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+use kube::ResourceExt;
+
+use crate::api::{HelpdeskTenant, Mode, SenderState, SendingAs, condition};
+
 /// JSON logs on stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -301,6 +305,109 @@ pub async fn serve(
         .await
 }
 
+/// Recomputes the tenant gauges from the cache (so deleted tenants disappear).
+pub fn refresh_tenant_metrics(
+    metrics: &Metrics,
+    tenants: &[Arc<HelpdeskTenant>],
+    per_tenant: bool,
+) {
+    let mut counts: std::collections::BTreeMap<&'static str, i64> = [
+        "aligned",
+        "fallback",
+        "unaligned",
+        "unknown",
+        "pending",
+        "suspended",
+        "observe",
+    ]
+    .into_iter()
+    .map(|state| (state, 0))
+    .collect();
+    for tenant in tenants {
+        *counts.entry(tenant_state(tenant)).or_insert(0) += 1;
+    }
+    for (state, count) in counts {
+        metrics
+            .tenants
+            .get_or_create(&StateLabels {
+                state: state.to_owned(),
+            })
+            .set(count);
+    }
+    if per_tenant
+        && let (Some(aligned), Some(fallback)) = (
+            &metrics.tenant_aligned_senders,
+            &metrics.tenant_fallback_senders,
+        )
+    {
+        aligned.clear();
+        fallback.clear();
+        for tenant in tenants {
+            let labels = TenantLabels {
+                namespace: tenant.namespace().unwrap_or_default(),
+                tenant: tenant.name_any(),
+            };
+            let (a, f) = sender_counts(tenant);
+            aligned.get_or_create(&labels).set(a);
+            fallback.get_or_create(&labels).set(f);
+        }
+    }
+}
+
+/// The state a tenant is counted under in the `helpdesk_tenants` metric.
+pub fn tenant_state(tenant: &HelpdeskTenant) -> &'static str {
+    if tenant.spec.suspend {
+        return "suspended";
+    }
+    let Some(status) = tenant.status.as_ref() else {
+        return "pending";
+    };
+    let get = |kind: &str| {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == kind)
+            .map(|c| c.status.as_str())
+    };
+    if tenant.spec.mode == Mode::Observe {
+        return "observe";
+    }
+    if get(condition::FALLBACK_ACTIVE) == Some("True") {
+        if !status.senders.is_empty()
+            && status
+                .senders
+                .iter()
+                .all(|s| s.state == SenderState::Pending)
+        {
+            return "pending";
+        }
+        return "fallback";
+    }
+    match get(condition::SPF_ALIGNED) {
+        Some("True") => "aligned",
+        Some("False") => "unaligned",
+        _ => "unknown",
+    }
+}
+
+/// Aligned and falling-back sender counts of a tenant, for per-tenant metrics.
+pub fn sender_counts(tenant: &HelpdeskTenant) -> (i64, i64) {
+    let senders = tenant
+        .status
+        .as_ref()
+        .map(|s| s.senders.as_slice())
+        .unwrap_or(&[]);
+    let aligned = senders
+        .iter()
+        .filter(|s| s.state == SenderState::Aligned)
+        .count();
+    let fallback = senders
+        .iter()
+        .filter(|s| s.sending_as == SendingAs::Fallback)
+        .count();
+    (aligned as i64, fallback as i64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,5 +446,65 @@ mod tests {
                 .encode()
                 .contains("tenant_aligned_senders")
         );
+    }
+
+    #[test]
+    fn tenant_states_for_the_metrics() {
+        use jiff::Timestamp;
+
+        use crate::api::{HelpdeskTenantSpec, HelpdeskTenantStatus};
+        use crate::conditions::set_condition;
+        let spec = HelpdeskTenantSpec::with_senders(["a@acme.example"]);
+        let mut tenant = HelpdeskTenant::new("acme", spec);
+        assert_eq!(tenant_state(&tenant), "pending");
+        let mut status = HelpdeskTenantStatus::default();
+        let now = Timestamp::UNIX_EPOCH;
+        set_condition(
+            &mut status.conditions,
+            "SpfAligned",
+            "True",
+            "Aligned",
+            "",
+            None,
+            now,
+        );
+        set_condition(
+            &mut status.conditions,
+            "FallbackActive",
+            "False",
+            "TenantSendersActive",
+            "",
+            None,
+            now,
+        );
+        tenant.status = Some(status.clone());
+        assert_eq!(tenant_state(&tenant), "aligned");
+        set_condition(
+            &mut status.conditions,
+            "SpfAligned",
+            "Unknown",
+            "DnsTemporaryFailure",
+            "",
+            None,
+            now,
+        );
+        tenant.status = Some(status.clone());
+        assert_eq!(tenant_state(&tenant), "unknown");
+        set_condition(
+            &mut status.conditions,
+            "FallbackActive",
+            "True",
+            "SendersUnaligned",
+            "",
+            None,
+            now,
+        );
+        tenant.status = Some(status);
+        assert_eq!(tenant_state(&tenant), "fallback");
+        tenant.spec.mode = Mode::Observe;
+        assert_eq!(tenant_state(&tenant), "observe");
+        tenant.spec.suspend = true;
+        assert_eq!(tenant_state(&tenant), "suspended");
+        assert_eq!(sender_counts(&tenant), (0, 0));
     }
 }

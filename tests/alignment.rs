@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use helpdesk_mail_operator::alignment::{
-    EgressError, Provider, SenderCheck, SenderInput, SpfResult, UnalignedReason, Verdict,
-    check_sender, resolve_egress,
+    Provider, SenderCheck, SenderInput, UnalignedReason, Verdict, check_sender,
 };
 use helpdesk_mail_operator::dns::{DnsConfig, QueryEvent, QueryObserver, Resolver};
+use helpdesk_mail_operator::egress::{Egress, EgressError};
+use helpdesk_mail_operator::spf::SpfResult;
 use support::dns::{Data, Fault, TestDns, Zone};
 
 const PROVIDER: &str = "spf.provider.example";
@@ -410,15 +411,16 @@ async fn egress_hosts_resolve_to_sorted_addresses() {
         .fault("broken.provider.example", Fault::ServFail);
     let server = TestDns::start(zone).await.expect("DNS server starts");
     let resolver = resolver(&server, 300);
-    let hosts = |names: &[&str]| -> Vec<String> { names.iter().map(|n| n.to_string()).collect() };
-    let ips = resolve_egress(
-        &resolver,
-        &hosts(&[
-            "smtp1.provider.example",
-            "smtp2.provider.example",
-            "smtp3.provider.example",
-        ]),
-    )
+    let resolve = |names: &[&str]| {
+        let egress = Egress::new(Vec::new(), names.iter().map(|n| n.to_string()).collect());
+        let resolver = resolver.clone();
+        async move { egress.resolve(&resolver).await.map(Vec::from_iter) }
+    };
+    let ips = resolve(&[
+        "smtp1.provider.example",
+        "smtp2.provider.example",
+        "smtp3.provider.example",
+    ])
     .await
     .expect("resolves");
     let expected: Vec<IpAddr> = ["203.0.113.10", "203.0.113.20", "2001:db8:1::10"]
@@ -427,17 +429,13 @@ async fn egress_hosts_resolve_to_sorted_addresses() {
         .collect();
     assert_eq!(ips, expected);
     assert_eq!(
-        resolve_egress(&resolver, &hosts(&["nothing.provider.example"])).await,
+        resolve(&["nothing.provider.example"]).await,
         Err(EgressError::NoAddress {
             host: "nothing.provider.example".to_string()
         })
     );
     assert!(matches!(
-        resolve_egress(
-            &resolver,
-            &hosts(&["smtp1.provider.example", "broken.provider.example"])
-        )
-        .await,
+        resolve(&["smtp1.provider.example", "broken.provider.example"]).await,
         Err(EgressError::Dns { ref host, .. }) if host == "broken.provider.example"
     ));
 }

@@ -48,7 +48,7 @@ impl SpfQuery {
         let (local, domain) = if sender.is_empty() {
             ("postmaster", helo)
         } else {
-            match sender.rsplit_once('@') {
+            match crate::names::split_address(sender) {
                 Some(("", domain)) => ("postmaster", domain),
                 Some((local, domain)) => (local, domain),
                 None => ("postmaster", sender),
@@ -73,7 +73,6 @@ impl SpfQuery {
 /// What `check_host()` returned.
 #[derive(Clone, Debug, Serialize)]
 pub struct SpfOutcome {
-    #[serde(serialize_with = "super::serialize_result")]
     pub result: SpfResult,
     /// The `exp=` text for a `fail`, when the domain publishes one.
     pub explanation: Option<String>,
@@ -136,7 +135,6 @@ pub struct Node {
     pub record: Option<String>,
     /// TTL of the TXT answer that held the record.
     pub record_ttl: Option<u32>,
-    #[serde(serialize_with = "super::serialize_result")]
     pub result: SpfResult,
     /// DNS-querying terms used while evaluating this domain, its includes and redirects, and
     /// the include or redirect that led here.

@@ -290,7 +290,7 @@ pub fn parse_record(text: &str) -> Result<Record, ParseError> {
     let mut terms = Vec::new();
     let mut seen_redirect = false;
     let mut seen_exp = false;
-    for word in text[6..].split(' ').filter(|w| !w.is_empty()) {
+    for (_, word) in split_terms(text).skip(1) {
         let term = parse_term(word)?;
         match &term {
             Term::Redirect(_) if seen_redirect => {
@@ -308,22 +308,38 @@ pub fn parse_record(text: &str) -> Result<Record, ParseError> {
     Ok(Record { terms })
 }
 
+/// The space-separated words of a record with their byte offsets, the version included
+/// (§4.6.1: terms are separated by one or more spaces).
+pub fn split_terms(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.split(' ')
+        .scan(0, |offset, word| {
+            let start = *offset;
+            *offset += word.len() + 1;
+            Some((start, word))
+        })
+        .filter(|(_, word)| !word.is_empty())
+}
+
+/// The name of a modifier term (`name=value`, §4.6.1: the name is ALPHA *( ALPHA / DIGIT /
+/// "-" / "_" / "." ) followed by "="), or `None` for a mechanism.
+pub fn modifier_name(word: &str) -> Option<&str> {
+    let name_len = word
+        .bytes()
+        .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        .count();
+    (name_len > 0
+        && word.as_bytes().get(name_len) == Some(&b'=')
+        && word.as_bytes()[0].is_ascii_alphabetic())
+    .then(|| &word[..name_len])
+}
+
 /// Parses one term (a directive or a modifier).
 pub fn parse_term(word: &str) -> Result<Term, ParseError> {
     if !word.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
         return Err(err(word, "character outside printable ASCII"));
     }
-    // A modifier's name is ALPHA *( ALPHA / DIGIT / "-" / "_" / "." ) followed by "=".
-    let name_len = word
-        .bytes()
-        .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        .count();
-    if name_len > 0
-        && word.as_bytes().get(name_len) == Some(&b'=')
-        && word.as_bytes()[0].is_ascii_alphabetic()
-    {
-        let name = &word[..name_len];
-        let value = &word[name_len + 1..];
+    if let Some(name) = modifier_name(word) {
+        let value = &word[name.len() + 1..];
         return Ok(match name.to_ascii_lowercase().as_str() {
             "redirect" => Term::Redirect(parse_domain_spec(word, value)?),
             "exp" => Term::Explanation(parse_domain_spec(word, value)?),

@@ -1,0 +1,167 @@
+//! Alignment of one sender with the provider: the contract between the SPF/DMARC engine and
+//! the controller.
+//!
+//! [`check`] gathers the DNS facts of one sender (SPF for every egress address, the include
+//! tree, DMARC); [`verdict`] turns them into the verdict of docs/design.md §5 and the suggested
+//! record of §6, as pure functions.
+//!
+//! # Choices
+//!
+//! - **MAIL FROM.** SPF is evaluated with the identity `<local part of the From address>@<envelope
+//!   domain>`: when the envelope domain is the address's own domain that is exactly the MAIL
+//!   FROM the provider's SMTP sends, and for a separate bounce domain it is the closest guess we
+//!   have (the provider's real local part is often a per-message VERP token). Only records that
+//!   use the `%{s}` or `%{l}` macros can see the difference. The HELO name (the `%{h}` macro)
+//!   is the provider's SPF domain, the closest public name of its SMTP servers we know.
+//! - **Include tree.** Besides one evaluation per egress address, the envelope domain is
+//!   evaluated once for [`PROBE_IP`], an address no record is meant to match, so every
+//!   reachable term is walked: that gives the whole include tree, the worst-case lookup count
+//!   the lints and the suggestion use, and whether the provider include is reachable at all.
+//! - **Suggested record.** The provider include is inserted as [`crate::spf::edit`] describes.
+//!   A domain without any SPF record gets `v=spf1 include:<provider> ~all`: `~all` rather than
+//!   `-all` because we do not know the tenant's other senders, and a soft fail still fails
+//!   DMARC for everyone else, which is what protects the domain.
+
+use std::net::IpAddr;
+
+use crate::spf::SpfResult;
+
+pub mod check;
+pub mod verdict;
+
+pub use check::{CheckDetail, PROBE_IP, check_sender, check_sender_detailed, mail_from};
+pub use verdict::{decide_verdict, domain_alignment, suggest_record};
+
+/// The provider's side of the check (operator-wide configuration, design §3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Provider {
+    /// The include customers add, e.g. `spf.mailing.provider.example`.
+    pub spf_domain: String,
+    /// Every SMTP source address of the provider (IPv4 and IPv6).
+    pub egress_ips: Vec<IpAddr>,
+}
+
+/// One sender of a tenant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SenderInput {
+    /// The From address, e.g. `support@customer.example`.
+    pub address: String,
+    /// The MAIL FROM domain; the address's domain when `None`.
+    pub envelope_domain: Option<String>,
+}
+
+/// Why a sender is definitively unaligned.
+///
+/// The variant names are CamelCase status reasons (see [`UnalignedReason::as_str`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum UnalignedReason {
+    /// The envelope domain publishes no SPF record.
+    NoSpfRecord,
+    /// The record is malformed or exceeds a limit (permerror).
+    SpfPermError,
+    /// The record does not authorize at least one egress address.
+    ProviderNotAuthorized,
+    /// The envelope domain does not align with the From domain under DMARC `aspf`.
+    DomainNotAligned,
+}
+
+impl UnalignedReason {
+    /// The reason as a CamelCase constant, for conditions.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnalignedReason::NoSpfRecord => "NoSpfRecord",
+            UnalignedReason::SpfPermError => "SpfPermError",
+            UnalignedReason::ProviderNotAuthorized => "ProviderNotAuthorized",
+            UnalignedReason::DomainNotAligned => "DomainNotAligned",
+        }
+    }
+}
+
+/// One check's verdict for one sender (design §5).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state")]
+pub enum Verdict {
+    Aligned,
+    Unaligned {
+        reason: UnalignedReason,
+        message: String,
+    },
+    TemporaryFailure {
+        message: String,
+    },
+}
+
+/// The SPF result for one provider egress address.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct IpResult {
+    pub ip: IpAddr,
+    pub result: SpfResult,
+}
+
+/// What the SPF evaluation of the envelope domain found.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpfReport {
+    /// The selected `v=spf1` record, verbatim.
+    pub record: Option<String>,
+    /// TTL in seconds of the TXT answer holding the record.
+    pub record_ttl: Option<u32>,
+    pub results: Vec<IpResult>,
+    /// DNS-querying terms used, of 10 (the maximum over the egress addresses).
+    pub lookups: u32,
+    /// Void lookups used, of 2.
+    pub void_lookups: u32,
+    /// Whether `include:<provider spf domain>` is reachable in the include/redirect tree.
+    pub provider_include_reachable: bool,
+    /// Lints of design §6, one sentence each.
+    pub warnings: Vec<String>,
+}
+
+/// What DMARC discovery found for the From domain.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DmarcReport {
+    pub record: Option<String>,
+    /// The domain the record was found at (`_dmarc.` stripped).
+    pub policy_domain: Option<String>,
+    pub p: Option<String>,
+    pub sp: Option<String>,
+    /// `r` (relaxed, the default) or `s` (strict).
+    pub aspf: char,
+    /// Whether the envelope domain aligns with the From domain under `aspf`.
+    pub envelope_aligned: bool,
+    /// Unknown or obsolete tags, verbatim.
+    pub warnings: Vec<String>,
+}
+
+/// The tenant's record with the provider include inserted (design §6).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SuggestedRecord {
+    pub record: String,
+    /// DNS-querying terms the suggested record would use.
+    pub lookups: u32,
+    /// Set when the change would exceed 10 lookups.
+    pub warning: Option<String>,
+}
+
+/// Everything one check found for one sender.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SenderCheck {
+    pub address: String,
+    pub envelope_domain: String,
+    pub verdict: Verdict,
+    pub spf: SpfReport,
+    pub dmarc: DmarcReport,
+    /// Present when the provider include is missing from the tree.
+    pub suggested_record: Option<SuggestedRecord>,
+}
+
+/// Whether the envelope domain aligns with the From domain, as far as DNS told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DomainAlignment {
+    Aligned,
+    NotAligned,
+    /// The DMARC policy could not be fetched and the answer depends on its `aspf`.
+    Unknown,
+}

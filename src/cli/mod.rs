@@ -1,0 +1,326 @@
+//! The command line: every clap type, the subcommands' dispatch, and the person-readable
+//! renderers ([`render`]). The operator itself ([`crate::controller`]) takes a plain
+//! [`controller::Config`] and knows nothing of clap.
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::controller;
+use crate::dns::{DEFAULT_TIMEOUT_MS, DnsConfig};
+use crate::reconcile::Settings;
+
+pub mod check;
+pub mod render;
+pub mod spf_check;
+
+/// Keeps helpdesk tenants' mail deliverable: verifies each tenant's SPF and DMARC against the
+/// provider's SMTP egress and falls back to the provider's sender while they are unaligned.
+#[derive(Parser)]
+#[command(name = "helpdesk-mail-operator", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the operator.
+    Run(Box<RunArgs>),
+    /// Print the HelpdeskTenant CustomResourceDefinition as YAML.
+    Crd,
+    /// SPF tools.
+    Spf {
+        #[command(subcommand)]
+        command: SpfCommand,
+    },
+    /// Explain one domain's alignment with the provider.
+    Check(CheckArgs),
+}
+
+#[derive(Subcommand)]
+enum SpfCommand {
+    /// Evaluate RFC 7208 check_host() once.
+    Check(SpfCheckArgs),
+}
+
+impl Cli {
+    /// Runs the chosen subcommand.
+    pub fn run(self) -> ExitCode {
+        match self.command {
+            Command::Run(run) => match run.provider.require_egress() {
+                Ok(()) => controller::main(run.config()),
+                Err(message) => {
+                    eprintln!("run: {message}");
+                    ExitCode::FAILURE
+                }
+            },
+            Command::Crd => print_crd(),
+            Command::Spf {
+                command: SpfCommand::Check(args),
+            } => spf_check::run(args),
+            Command::Check(args) => check::run(args),
+        }
+    }
+}
+
+/// Arguments of `run` (docs/design.md §3). Every flag can also be set by its `HDMO_*`
+/// environment variable.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub provider: ProviderArgs,
+
+    /// The From address used while a sender falls back, unless the tenant sets
+    /// `spec.fallbackSender`. `{tenant}` and `{namespace}` are replaced by the tenant's name and
+    /// namespace.
+    #[arg(long, env = "HDMO_DEFAULT_SENDER")]
+    pub default_sender: String,
+
+    #[command(flatten)]
+    pub dns: DnsArgs,
+
+    /// Default re-check interval of a tenant (`15m`, `1h`, `30s`); `spec.checkInterval` overrides it.
+    #[arg(long, env = "HDMO_CHECK_INTERVAL", default_value = "15m", value_parser = parse_interval)]
+    pub check_interval: Duration,
+
+    /// Watch HelpdeskTenants in this namespace only. Default: all namespaces.
+    #[arg(long, env = "HDMO_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+
+    /// Label selector limiting the HelpdeskTenants this instance handles (e.g. `shard=a`), for
+    /// sharding across several leader-elected Deployments.
+    #[arg(long, env = "HDMO_SELECTOR")]
+    pub selector: Option<String>,
+
+    /// Address serving `/metrics`, `/healthz` and `/readyz`.
+    #[arg(long, env = "HDMO_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+
+    /// Export per-tenant metric series (one set per HelpdeskTenant; costly with many tenants).
+    #[arg(long, env = "HDMO_PER_TENANT_METRICS")]
+    pub per_tenant_metrics: bool,
+
+    /// Only the holder of a Lease reconciles; run several replicas for high availability.
+    #[arg(long, env = "HDMO_LEADER_ELECTION")]
+    pub leader_election: bool,
+
+    /// Namespace of the leader-election Lease. Default: the pod's namespace (`POD_NAMESPACE`),
+    /// else `default`.
+    #[arg(long, env = "HDMO_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        env = "HDMO_LEASE_NAME",
+        default_value = "helpdesk-mail-operator"
+    )]
+    pub lease_name: String,
+
+    /// How long a Lease holds without renewal, in seconds.
+    #[arg(long, env = "HDMO_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+
+    /// Identity written into the Lease. Default: the hostname (the pod name).
+    #[arg(long, env = "HDMO_LEASE_IDENTITY")]
+    pub lease_identity: Option<String>,
+
+    /// Reconciles run at once.
+    #[arg(long, env = "HDMO_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+}
+
+impl RunArgs {
+    /// The operator's configuration these flags describe.
+    pub fn config(&self) -> controller::Config {
+        controller::Config {
+            settings: Settings {
+                provider_spf_domain: self.provider.provider_spf_domain.clone(),
+                egress_ips: self.provider.provider_egress_ips.clone(),
+                smtp_hosts: self.provider.provider_smtp_hosts.clone(),
+                default_sender: self.default_sender.clone(),
+                default_interval: self.check_interval,
+            },
+            dns: self.dns.config(DnsConfig::default().cache_size),
+            watch_namespace: self.watch_namespace.clone(),
+            selector: self.selector.clone(),
+            metrics_addr: self.metrics_addr,
+            per_tenant_metrics: self.per_tenant_metrics,
+            lease: self.leader_election.then(|| controller::LeaseConfig {
+                namespace: self.lease_namespace.clone(),
+                name: self.lease_name.clone(),
+                duration_seconds: self.lease_duration_seconds,
+                identity: self.lease_identity.clone(),
+            }),
+            concurrency: self.concurrency,
+        }
+    }
+}
+
+/// The provider's side of a check (docs/design.md §3), shared by `run` and `check`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ProviderArgs {
+    /// The SPF include the provider asks customers to add, e.g. `spf.mailing.provider.example`.
+    #[arg(long, env = "HDMO_PROVIDER_SPF_DOMAIN")]
+    pub provider_spf_domain: String,
+
+    /// A provider SMTP source address, IPv4 or IPv6. Repeat the flag (or separate with commas in
+    /// the environment variable) for several.
+    #[arg(
+        long = "provider-egress-ip",
+        env = "HDMO_PROVIDER_EGRESS_IP",
+        value_delimiter = ','
+    )]
+    pub provider_egress_ips: Vec<IpAddr>,
+
+    /// A hostname whose A and AAAA records are provider SMTP source addresses, re-resolved every
+    /// check interval. Repeatable. A change of the resolved set re-checks every tenant.
+    #[arg(
+        long = "provider-smtp-host",
+        env = "HDMO_PROVIDER_SMTP_HOST",
+        value_delimiter = ','
+    )]
+    pub provider_smtp_hosts: Vec<String>,
+}
+
+impl ProviderArgs {
+    /// Fails unless at least one egress address or SMTP host is given.
+    pub fn require_egress(&self) -> Result<(), String> {
+        if self.provider_egress_ips.is_empty() && self.provider_smtp_hosts.is_empty() {
+            return Err(
+                "give at least one --provider-egress-ip or --provider-smtp-host".to_owned(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// How DNS is queried, shared by `run` and `check`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DnsArgs {
+    /// A DNS resolver to query, as IP:PORT (a bare IP means port 53). Repeatable. Default: the
+    /// system's resolvers.
+    #[arg(long = "nameserver", env = "HDMO_NAMESERVER", value_delimiter = ',', value_parser = parse_nameserver)]
+    pub nameservers: Vec<SocketAddr>,
+
+    /// Timeout of one DNS query, in milliseconds.
+    #[arg(long, env = "HDMO_DNS_TIMEOUT_MS", default_value_t = DEFAULT_TIMEOUT_MS)]
+    pub dns_timeout_ms: u64,
+}
+
+impl DnsArgs {
+    /// The resolver configuration these flags describe.
+    pub fn config(&self, cache_size: usize) -> DnsConfig {
+        dns_config(&self.nameservers, self.dns_timeout_ms, cache_size)
+    }
+}
+
+/// Arguments of `spf check`.
+#[derive(clap::Args, Debug)]
+pub struct SpfCheckArgs {
+    /// The SMTP client address (IPv4 or IPv6; IPv4-mapped IPv6 is checked as IPv4).
+    #[arg(long)]
+    pub ip: IpAddr,
+    /// The MAIL FROM address; empty means `postmaster@<helo>`.
+    #[arg(long, default_value = "")]
+    pub sender: String,
+    /// The HELO/EHLO name.
+    #[arg(long, default_value = "")]
+    pub helo: String,
+    /// DNS server to query, `ip:port` (repeatable); the only resolvers used. Default: the
+    /// system's.
+    #[arg(long = "nameserver", value_parser = parse_nameserver)]
+    pub nameservers: Vec<SocketAddr>,
+    /// Time allowed for one DNS query, in milliseconds.
+    #[arg(long, default_value_t = DEFAULT_TIMEOUT_MS)]
+    pub dns_timeout_ms: u64,
+    /// `json`: one JSON object on stdout; `text`: the same for a person.
+    #[arg(long, value_enum, default_value_t = Output::Json)]
+    pub output: Output,
+}
+
+/// Arguments of `check`.
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Exit status: 0 when the domain is aligned with the provider, 1 when it \
+    is not (a definitive SPF failure or DMARC misalignment), 2 on a temporary DNS failure or a \
+    usage error."
+)]
+pub struct CheckArgs {
+    /// The From domain to check (the tenant's address domain).
+    #[arg(long)]
+    pub domain: String,
+    /// The MAIL FROM domain the provider uses for this sender. Default: the From domain.
+    #[arg(long)]
+    pub envelope_domain: Option<String>,
+    #[command(flatten)]
+    pub provider: ProviderArgs,
+    #[command(flatten)]
+    pub dns: DnsArgs,
+    /// `text` for a person (the default), or `json`: one JSON object.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+/// Output format of a one-shot command.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Json,
+    Text,
+}
+
+/// `ip:port`, or a bare IP meaning port 53.
+fn parse_nameserver(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    text.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| format!("{text:?} is not ip:port"))
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    match crate::api::parse_duration(text) {
+        Some(d) if !d.is_zero() => Ok(d),
+        _ => Err(format!("{text:?} is not a duration such as 15m, 1h or 30s")),
+    }
+}
+
+fn dns_config(nameservers: &[SocketAddr], timeout_ms: u64, cache_size: usize) -> DnsConfig {
+    DnsConfig {
+        nameservers: nameservers.to_vec(),
+        timeout: Duration::from_millis(timeout_ms.max(1)),
+        cache_size,
+    }
+}
+
+/// A runtime on this thread for a one-shot command.
+fn one_shot_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+/// Writes a command's report to stdout.
+fn print(text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()
+}
+
+/// Prints the CRD YAML.
+fn print_crd() -> ExitCode {
+    match crate::api::crd_yaml() {
+        Ok(yaml) if print(&yaml).is_ok() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("cannot serialize the CRD: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
