@@ -1,4 +1,4 @@
-//! The `HelpdeskTenant` custom resource (design §4): the only place its schema is defined.
+//! The `HelpdeskTenant` custom resource (docs/design.md §4): the only place its schema is defined.
 //!
 //! Doc comments on the types and fields become the descriptions `kubectl explain` shows.
 //! Validation lives in the schema so the API server rejects a bad spec before the operator

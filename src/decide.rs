@@ -252,7 +252,7 @@ pub fn decide(input: &Input<'_>) -> Decision {
     }
 }
 
-/// Applies one verdict to one sender (design §5); returns the Event for a state change.
+/// Applies one verdict to one sender (docs/design.md §5); returns the Event for a state change.
 fn step(
     status: &mut SenderStatus,
     check: &SenderCheck,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::api::{SenderStatus, SendingAs};
 
-/// ConfigMap keys the operator owns (design §7).
+/// ConfigMap keys the operator owns (docs/design.md §7).
 pub mod keys {
     pub const SENDER_MODE: &str = "sender-mode";
     pub const FROM: &str = "from";
@@ -15,7 +15,7 @@ pub mod keys {
     pub const ALL: [&str; 4] = [SENDER_MODE, FROM, REPLY_TO, SENDERS_JSON];
 }
 
-/// The owned ConfigMap keys for the senders' current From addresses (design §7).
+/// The owned ConfigMap keys for the senders' current From addresses (docs/design.md §7).
 pub fn config_map_data(senders: &[SenderStatus]) -> BTreeMap<String, String> {
     #[derive(serde::Serialize)]
     #[serde(rename_all = "camelCase")]

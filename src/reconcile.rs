@@ -69,7 +69,7 @@ impl Error {
     }
 }
 
-/// Operator-wide settings (design §3).
+/// Operator-wide settings (docs/design.md §3).
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub provider_spf_domain: String,

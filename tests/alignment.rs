@@ -1,4 +1,4 @@
-//! `check_sender` against a real DNS server on loopback: the verdicts of design §5, the
+//! `check_sender` against a real DNS server on loopback: the verdicts of docs/design.md §5, the
 //! provider include, DMARC discovery and the suggested record.
 
 mod support;
@@ -10,7 +10,7 @@ use std::time::Duration;
 use helpdesk_mail_operator::alignment::{
     Provider, SenderCheck, SenderInput, UnalignedReason, Verdict, check_sender,
 };
-use helpdesk_mail_operator::dns::{DnsConfig, QueryEvent, QueryObserver, Resolver};
+use helpdesk_mail_operator::dns::{QueryEvent, QueryObserver, Resolver};
 use helpdesk_mail_operator::egress::{Egress, EgressError};
 use helpdesk_mail_operator::spf::SpfResult;
 use support::dns::{Data, Fault, TestDns, Zone};
@@ -41,18 +41,9 @@ fn zone() -> Zone {
     Zone::new().txt(PROVIDER, PROVIDER_RECORD)
 }
 
-fn resolver(server: &TestDns, timeout_ms: u64) -> Resolver {
-    Resolver::new(&DnsConfig {
-        nameservers: vec![server.addr()],
-        timeout: Duration::from_millis(timeout_ms),
-        cache_size: 0,
-    })
-    .expect("resolver")
-}
-
 async fn check(zone: Zone, input: SenderInput) -> SenderCheck {
     let server = TestDns::start(zone).await.expect("DNS server starts");
-    let resolver = resolver(&server, 300);
+    let resolver = server.resolver(Duration::from_millis(300), 0);
     let provider = provider();
     // The check runs on a spawned task, as the controller runs it: its future must be Send.
     tokio::spawn(async move { check_sender(&resolver, &provider, &input).await })
@@ -388,7 +379,7 @@ async fn lints_reach_the_report() {
 async fn no_egress_address_gives_no_verdict() {
     let zone = zone().txt("customer.example", BOUNCE_RECORD);
     let server = TestDns::start(zone).await.expect("DNS server starts");
-    let resolver = resolver(&server, 300);
+    let resolver = server.resolver(Duration::from_millis(300), 0);
     let provider = Provider {
         spf_domain: PROVIDER.to_string(),
         egress_ips: Vec::new(),
@@ -410,7 +401,7 @@ async fn egress_hosts_resolve_to_sorted_addresses() {
         .txt("nothing.provider.example", "no addresses here")
         .fault("broken.provider.example", Fault::ServFail);
     let server = TestDns::start(zone).await.expect("DNS server starts");
-    let resolver = resolver(&server, 300);
+    let resolver = server.resolver(Duration::from_millis(300), 0);
     let resolve = |names: &[&str]| {
         let egress = Egress::new(Vec::new(), names.iter().map(|n| n.to_string()).collect());
         let resolver = resolver.clone();
@@ -474,11 +465,7 @@ async fn check_counting_types(zone: Zone, input: SenderInput) -> (SenderCheck, V
             .push(event.record_type);
     });
     let resolver = Resolver::with_observer(
-        &DnsConfig {
-            nameservers: vec![server.addr()],
-            timeout: Duration::from_millis(300),
-            cache_size: 0,
-        },
+        &server.resolver_config(Duration::from_millis(300), 0),
         Some(observer),
     )
     .expect("resolver");

@@ -171,7 +171,6 @@ fn default_values_render_the_minimal_set() {
                 "HDMO_DEFAULT_SENDER",
                 "notifications+{tenant}@mailing.provider.example",
             ),
-            ("HDMO_DNS_TIMEOUT_MS", "3000"),
             ("HDMO_CHECK_INTERVAL", "15m"),
             ("HDMO_METRICS_ADDR", "0.0.0.0:8080"),
             ("RUST_LOG", "info"),
@@ -179,6 +178,7 @@ fn default_values_render_the_minimal_set() {
         &[
             "HDMO_PROVIDER_SMTP_HOST",
             "HDMO_NAMESERVER",
+            "HDMO_DNS_TIMEOUT_MS",
             "HDMO_WATCH_NAMESPACE",
             "HDMO_SELECTOR",
             "HDMO_PER_TENANT_METRICS",
@@ -543,6 +543,39 @@ fn assert_least_privilege(docs: &[Value]) {
                 );
             }
         }
+    }
+}
+
+/// The rules of the rendered Role or ClusterRole named `name`.
+fn role_rules(docs: &[Value], name: &str) -> Value {
+    docs.iter()
+        .find(|d| {
+            d["kind"].as_str().is_some_and(|k| k.ends_with("Role")) && d["metadata"]["name"] == name
+        })
+        .map(|d| d["rules"].clone())
+        .unwrap_or_else(|| panic!("no Role named {name}"))
+}
+
+#[test]
+fn rbac_grants_exactly_the_rules_file() {
+    // values-all.yaml names the release's objects and its Lease hdmo-shard-a.
+    for (values, fullname) in [
+        (
+            &["--set", "replicaCount=2"][..],
+            "hdmo-helpdesk-mail-operator",
+        ),
+        (&["-f", FULL_VALUES], "hdmo-shard-a"),
+    ] {
+        let rules = support::rbac::operator_rules(fullname);
+        let tenants = serde_json::to_value(&rules.tenants).expect("rules serialize");
+        let lease = serde_json::to_value(&rules.lease).expect("rules serialize");
+        let docs = render(values);
+        assert_eq!(role_rules(&docs, fullname), tenants, "{values:?}");
+        assert_eq!(
+            role_rules(&docs, &format!("{fullname}-leader-election")),
+            lease,
+            "{values:?}"
+        );
     }
 }
 

@@ -14,11 +14,9 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, ensure};
 use helpdesk_mail_operator::api::{HelpdeskTenant, crd};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::config::{Kubeconfig, NamedAuthInfo};
 use support::cluster::{self, TestNamespace};
 use support::dns::{TestDns, Zone};
 
@@ -89,40 +87,6 @@ impl Drop for Operator {
         let _ = child.kill();
         let _ = child.wait();
     }
-}
-
-/// A kubeconfig for the test cluster whose only credential is `token`.
-fn token_kubeconfig(path: &Path, token: &str) -> anyhow::Result<()> {
-    let source = cluster::kubeconfig_env()?;
-    let mut merged: Option<Kubeconfig> = None;
-    for file in std::env::split_paths(&source) {
-        let config =
-            Kubeconfig::read_from(&file).with_context(|| format!("reading {}", file.display()))?;
-        merged = Some(match merged {
-            None => config,
-            Some(m) => m.merge(config).context("merging kubeconfigs")?,
-        });
-    }
-    let mut config = merged.ok_or_else(|| anyhow!("KUBECONFIG names no file"))?;
-    let current = config
-        .current_context
-        .clone()
-        .ok_or_else(|| anyhow!("the test kubeconfig has no current context"))?;
-    let context = config
-        .contexts
-        .iter_mut()
-        .find(|c| c.name == current)
-        .and_then(|c| c.context.as_mut())
-        .ok_or_else(|| anyhow!("context {current} is missing"))?;
-    context.user = Some("chart-service-account".to_owned());
-    let user: NamedAuthInfo = serde_json::from_value(serde_json::json!({
-        "name": "chart-service-account",
-        "user": { "token": token }
-    }))?;
-    config.auth_infos = vec![user];
-    // JSON is YAML: every kubeconfig reader takes it.
-    std::fs::write(path, serde_json::to_vec_pretty(&config)?)
-        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn tenant(name: &str, label: (&str, &str), address: &str) -> anyhow::Result<HelpdeskTenant> {
@@ -242,24 +206,9 @@ async fn install_and_run(scope: Scope) -> anyhow::Result<()> {
         .context("Pod Security `restricted` admits the operator's pod")?;
 
     // A token of the chart's ServiceAccount, and nothing else.
-    let accounts: Api<ServiceAccount> = ns.api();
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: Vec::new(),
-            expiration_seconds: Some(3600),
-            ..TokenRequestSpec::default()
-        },
-        ..TokenRequest::default()
-    };
-    let token = accounts
-        .create_token_request(&fullname, &PostParams::default(), &request)
-        .await
-        .context("TokenRequest for the chart's ServiceAccount")?
-        .status
-        .map(|s| s.token)
-        .ok_or_else(|| anyhow!("the TokenRequest returned no token"))?;
+    let token = cluster::service_account_token(&ns.api(), &fullname).await?;
     let kubeconfig = scratch.path().join("operator.kubeconfig");
-    token_kubeconfig(&kubeconfig, &token)?;
+    cluster::token_kubeconfig(&kubeconfig, &token, None)?;
 
     // Not too much: Secrets are refused, here and in every other namespace.
     let as_operator = cluster::client_with_token(&token).await?;

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail, ensure};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
@@ -324,21 +323,7 @@ async fn a_narrow_role_gets_403_on_secrets_with_a_token_request_token() -> anyho
         .create(&PostParams::default(), &binding)
         .await?;
 
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec![],
-            expiration_seconds: Some(600),
-            ..TokenRequestSpec::default()
-        },
-        ..TokenRequest::default()
-    };
-    let token = accounts
-        .create_token_request("reader", &PostParams::default(), &request)
-        .await?
-        .status
-        .map(|status| status.token)
-        .filter(|token| !token.is_empty())
-        .ok_or_else(|| anyhow!("the TokenRequest returned no token"))?;
+    let token = cluster::service_account_token(&accounts, "reader").await?;
 
     let as_reader = cluster::client_with_token(&token).await?;
     let config_maps: Api<ConfigMap> = Api::namespaced(as_reader.clone(), namespace.name());

@@ -5,17 +5,11 @@ mod support;
 use std::time::Duration;
 
 use helpdesk_mail_operator::dmarc::{AlignmentMode, Discovery, ParseError, Policy, discover};
-use helpdesk_mail_operator::dns::{DnsConfig, Resolver};
 use support::dns::{Fault, TestDns, Zone};
 
 async fn discover_in(zone: Zone, from: &str) -> (Discovery, u64) {
     let server = TestDns::start(zone).await.expect("DNS server starts");
-    let resolver = Resolver::new(&DnsConfig {
-        nameservers: vec![server.addr()],
-        timeout: Duration::from_millis(300),
-        cache_size: 0,
-    })
-    .expect("resolver");
+    let resolver = server.resolver(Duration::from_millis(300), 0);
     let found = discover(&resolver, from).await;
     (found, server.queries())
 }

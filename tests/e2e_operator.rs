@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, ensure};
 use futures::{StreamExt, TryStreamExt};
 use helpdesk_mail_operator::api::{self, HelpdeskTenant, HelpdeskTenantSpec, Mode};
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
@@ -23,11 +22,11 @@ use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams,
     PostParams,
 };
-use kube::config::Kubeconfig;
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use support::cluster::{self, TestNamespace, eventually};
 use support::dns::{Data, Fault, TestDns, Zone};
+use support::rbac;
 
 const PROVIDER_SPF: &str = "spf.provider.test";
 const EGRESS_IP: &str = "192.0.2.10";
@@ -72,33 +71,10 @@ fn set_fault(dns: &TestDns, domain: &str, fault: Option<Fault>) {
     });
 }
 
-/// The operator's RBAC (see the module doc of `src/controller.rs`), as a namespaced Role.
+/// The operator's RBAC, tenants and Lease alike, as one namespaced Role.
 fn operator_rules() -> Vec<PolicyRule> {
-    let rule = |groups: &[&str], resources: &[&str], verbs: &[&str]| PolicyRule {
-        api_groups: Some(groups.iter().map(|s| (*s).to_owned()).collect()),
-        resources: Some(resources.iter().map(|s| (*s).to_owned()).collect()),
-        verbs: verbs.iter().map(|s| (*s).to_owned()).collect(),
-        ..PolicyRule::default()
-    };
-    vec![
-        rule(
-            &[api::GROUP],
-            &["helpdesktenants"],
-            &["get", "list", "watch"],
-        ),
-        rule(&[api::GROUP], &["helpdesktenants/status"], &["patch"]),
-        rule(
-            &[""],
-            &["configmaps"],
-            &["get", "list", "watch", "create", "patch"],
-        ),
-        rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
-        rule(
-            &["coordination.k8s.io"],
-            &["leases"],
-            &["get", "create", "patch"],
-        ),
-    ]
+    let rules = rbac::operator_rules("helpdesk-mail-operator");
+    rules.tenants.into_iter().chain(rules.lease).collect()
 }
 
 /// A kubeconfig for a ServiceAccount of the namespace bound to [`operator_rules`].
@@ -146,54 +122,9 @@ async fn operator_kubeconfig(ns: &TestNamespace, dir: &std::path::Path) -> anyho
             },
         )
         .await?;
-    let token = ns
-        .api::<ServiceAccount>()
-        .create_token_request(
-            name,
-            &pp,
-            &TokenRequest {
-                spec: TokenRequestSpec {
-                    expiration_seconds: Some(3600),
-                    ..TokenRequestSpec::default()
-                },
-                ..TokenRequest::default()
-            },
-        )
-        .await?
-        .status
-        .ok_or_else(|| anyhow!("no token in the TokenRequest"))?
-        .token;
-    let admin = match std::env::var("KUBECONFIG") {
-        Ok(paths) if !paths.is_empty() => {
-            Kubeconfig::read_from(paths.split(':').next().unwrap_or_default())?
-        }
-        _ => Kubeconfig::read_from(cluster::kubeconfig_env()?)?,
-    };
-    let named = admin
-        .clusters
-        .first()
-        .ok_or_else(|| anyhow!("no cluster in the kubeconfig"))?;
-    let server = named
-        .cluster
-        .as_ref()
-        .ok_or_else(|| anyhow!("empty cluster entry"))?;
-    let mut cluster_entry = json!({ "server": server.server });
-    if let Some(data) = &server.certificate_authority_data {
-        cluster_entry["certificate-authority-data"] = json!(data);
-    }
-    if let Some(path) = &server.certificate_authority {
-        cluster_entry["certificate-authority"] = json!(path);
-    }
-    let config = json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{ "name": "plane", "cluster": cluster_entry }],
-        "users": [{ "name": name, "user": { "token": token } }],
-        "contexts": [{ "name": "operator", "context": { "cluster": "plane", "user": name, "namespace": ns.name() } }],
-        "current-context": "operator",
-    });
+    let token = cluster::service_account_token(&ns.api(), name).await?;
     let path = dir.join("operator.kubeconfig");
-    std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
+    cluster::token_kubeconfig(&path, &token, Some(ns.name()))?;
     Ok(path)
 }
 

@@ -5,17 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use helpdesk_mail_operator::dns::{Dns, DnsConfig, DnsError, Resolver};
+use helpdesk_mail_operator::dns::{Dns, DnsError};
 use support::dns::{Data, Fault, TestDns, Zone};
-
-fn resolver(server: &TestDns, cache_size: usize) -> Resolver {
-    Resolver::new(&DnsConfig {
-        nameservers: vec![server.addr()],
-        timeout: Duration::from_millis(300),
-        cache_size,
-    })
-    .expect("resolver")
-}
 
 #[tokio::test]
 async fn typed_answers_with_ttl() {
@@ -30,7 +21,7 @@ async fn typed_answers_with_ttl() {
         .mx("example.com", 10, "mx.example.com")
         .ptr("1.2.0.192.in-addr.arpa", "mail.example.com");
     let server = TestDns::start(zone).await.expect("server");
-    let dns = resolver(&server, 100);
+    let dns = server.resolver(Duration::from_millis(300), 100);
     let txt = dns.txt("example.com").await.expect("txt");
     assert_eq!(&*txt.records, &[b"v=spf1 -all".to_vec()]);
     assert_eq!(txt.ttl, Some(120));
@@ -58,7 +49,7 @@ async fn nxdomain_nodata_and_errors_are_told_apart() {
         .fault("slow.example.com", Fault::Timeout)
         .fault("broken.example.com", Fault::ServFail);
     let server = TestDns::start(zone).await.expect("server");
-    let dns = resolver(&server, 100);
+    let dns = server.resolver(Duration::from_millis(300), 100);
     let nodata = dns.txt("example.com").await.expect("nodata is an answer");
     assert!(nodata.is_void() && !nodata.nxdomain);
     let nx = dns
@@ -80,7 +71,7 @@ async fn cache_answers_repeats_and_joins_queries_in_flight() {
     let server = TestDns::start(Zone::new().txt("example.com", "v=spf1 -all"))
         .await
         .expect("server");
-    let dns = resolver(&server, 100);
+    let dns = server.resolver(Duration::from_millis(300), 100);
     let lookups: Vec<_> = (0..20)
         .map(|_| {
             let dns = dns.clone();
@@ -103,8 +94,8 @@ async fn errors_are_not_cached_and_cache_zero_sees_edits() {
     let server = TestDns::start(Zone::new().txt("example.com", "v=spf1 -all"))
         .await
         .expect("server");
-    let uncached = resolver(&server, 0);
-    let cached = resolver(&server, 100);
+    let uncached = server.resolver(Duration::from_millis(300), 0);
+    let cached = server.resolver(Duration::from_millis(300), 100);
     assert_eq!(
         &*uncached.txt("example.com").await.unwrap().records,
         &[b"v=spf1 -all".to_vec()]
@@ -150,7 +141,7 @@ async fn small_cache_evicts() {
         zone = zone.a(&format!("h{i}.example.com"), "192.0.2.1");
     }
     let server = TestDns::start(zone).await.expect("server");
-    let dns = resolver(&server, 3);
+    let dns = server.resolver(Duration::from_millis(300), 3);
     for i in 0..10 {
         dns.a(&format!("h{i}.example.com")).await.expect("a");
     }

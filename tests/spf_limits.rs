@@ -1,11 +1,10 @@
-//! RFC 7208 §4.6.4 limits and hostile DNS (design §11), over a real DNS server on loopback.
+//! RFC 7208 §4.6.4 limits and hostile DNS (docs/design.md §11), over a real DNS server on loopback.
 
 mod support;
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use helpdesk_mail_operator::dns::{DnsConfig, Resolver};
 use helpdesk_mail_operator::spf::{Evaluator, SpfOutcome, SpfQuery, SpfResult};
 use support::dns::{Fault, TestDns, Zone};
 
@@ -13,12 +12,7 @@ const TIMEOUT: Duration = Duration::from_millis(300);
 
 async fn evaluate(zone: Zone, ip: &str, domain: &str) -> SpfOutcome {
     let server = TestDns::start(zone).await.expect("DNS server starts");
-    let resolver = Resolver::new(&DnsConfig {
-        nameservers: vec![server.addr()],
-        timeout: TIMEOUT,
-        cache_size: 0,
-    })
-    .expect("resolver");
+    let resolver = server.resolver(TIMEOUT, 0);
     let ip: IpAddr = ip.parse().expect("test address");
     Evaluator::new(resolver)
         .check_host(&SpfQuery::for_domain(ip, domain))

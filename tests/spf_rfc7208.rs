@@ -5,18 +5,12 @@ mod support;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use helpdesk_mail_operator::dns::{DnsConfig, Resolver};
 use helpdesk_mail_operator::spf::{Evaluator, SpfOutcome, SpfQuery, SpfResult};
 use support::dns::{TestDns, Zone};
 
 async fn evaluate(zone: Zone, ip: &str, sender: &str, helo: &str) -> SpfOutcome {
     let server = TestDns::start(zone).await.expect("DNS server starts");
-    let resolver = Resolver::new(&DnsConfig {
-        nameservers: vec![server.addr()],
-        timeout: Duration::from_millis(500),
-        cache_size: 0,
-    })
-    .expect("resolver");
+    let resolver = server.resolver(Duration::from_millis(500), 0);
     let ip: IpAddr = ip.parse().expect("test address");
     Evaluator::new(resolver)
         .check_host(&SpfQuery::mail_from(ip, sender, helo))

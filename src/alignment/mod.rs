@@ -32,7 +32,7 @@ pub mod verdict;
 pub use check::{CheckDetail, PROBE_IP, check_sender, check_sender_detailed, mail_from};
 pub use verdict::{decide_verdict, domain_alignment, suggest_record};
 
-/// The provider's side of the check (operator-wide configuration, design §3).
+/// The provider's side of the check (operator-wide configuration, docs/design.md §3).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Provider {
     /// The include customers add, e.g. `spf.mailing.provider.example`.
@@ -77,7 +77,7 @@ impl UnalignedReason {
     }
 }
 
-/// One check's verdict for one sender (design §5).
+/// One check's verdict for one sender (docs/design.md §5).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "state")]
 pub enum Verdict {
@@ -113,7 +113,7 @@ pub struct SpfReport {
     pub void_lookups: u32,
     /// Whether `include:<provider spf domain>` is reachable in the include/redirect tree.
     pub provider_include_reachable: bool,
-    /// Lints of design §6, one sentence each.
+    /// Lints of docs/design.md §6, one sentence each.
     pub warnings: Vec<String>,
 }
 
@@ -134,7 +134,7 @@ pub struct DmarcReport {
     pub warnings: Vec<String>,
 }
 
-/// The tenant's record with the provider include inserted (design §6).
+/// The tenant's record with the provider include inserted (docs/design.md §6).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct SuggestedRecord {
     pub record: String,

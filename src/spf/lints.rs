@@ -1,7 +1,8 @@
-//! Lints of design §6 on an SPF record and its evaluation.
+//! Lints of docs/design.md §6 on an SPF record and its evaluation.
 
-use super::eval::{MAX_LOOKUPS, Node};
+use super::eval::MAX_LOOKUPS;
 use super::record::{Mechanism, Qualifier, Record, Term, is_spf_record};
+use super::trace::Node;
 use crate::dns::Dns;
 
 /// Records longer than this may not fit a UDP answer.

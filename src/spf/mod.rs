@@ -11,12 +11,12 @@ pub mod eval;
 pub mod lints;
 pub mod macros;
 pub mod record;
+pub mod trace;
+mod write;
 
-pub use eval::{
-    Evaluator, MAX_LOOKUPS, MAX_VOID_LOOKUPS, MatchedTerm, Node, NodeKind, SpfOutcome, SpfQuery,
-    TermTrace, Trace, check_domain,
-};
+pub use eval::{Evaluator, MAX_LOOKUPS, MAX_VOID_LOOKUPS, SpfQuery, check_domain};
 pub use record::{ParseError, Record, parse_record};
+pub use trace::{MatchedTerm, Node, NodeKind, SpfOutcome, TermTrace, Trace};
 
 /// The result of `check_host()` (RFC 7208 §2.6). Serialized and displayed as the RFC
 /// writes it: `pass`, `permerror`, ...

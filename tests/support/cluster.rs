@@ -13,10 +13,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail, ensure};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig};
+use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig, NamedAuthInfo};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config};
 
@@ -143,6 +144,66 @@ pub async fn client_with_token(token: &str) -> anyhow::Result<Client> {
     config.auth_info = serde_json::from_value::<AuthInfo>(serde_json::json!({ "token": token }))
         .context("building token credentials")?;
     Client::try_from(config).context("building a token client")
+}
+
+/// A token of the ServiceAccount `name`, from a TokenRequest valid for an hour.
+pub async fn service_account_token(
+    accounts: &Api<ServiceAccount>,
+    name: &str,
+) -> anyhow::Result<String> {
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..TokenRequestSpec::default()
+        },
+        ..TokenRequest::default()
+    };
+    accounts
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+        .with_context(|| format!("TokenRequest for ServiceAccount {name}"))?
+        .status
+        .map(|status| status.token)
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| anyhow!("the TokenRequest for {name} returned no token"))
+}
+
+/// Writes a kubeconfig for the test cluster whose only credential is `token`, with
+/// `namespace` as the context's default namespace when given.
+pub fn token_kubeconfig(path: &Path, token: &str, namespace: Option<&str>) -> anyhow::Result<()> {
+    let source = kubeconfig_env()?;
+    let mut merged: Option<Kubeconfig> = None;
+    for file in std::env::split_paths(&source) {
+        let config =
+            Kubeconfig::read_from(&file).with_context(|| format!("reading {}", file.display()))?;
+        merged = Some(match merged {
+            None => config,
+            Some(m) => m.merge(config).context("merging kubeconfigs")?,
+        });
+    }
+    let mut config = merged.ok_or_else(|| anyhow!("KUBECONFIG names no file"))?;
+    let current = config
+        .current_context
+        .clone()
+        .ok_or_else(|| anyhow!("the test kubeconfig has no current context"))?;
+    let context = config
+        .contexts
+        .iter_mut()
+        .find(|c| c.name == current)
+        .and_then(|c| c.context.as_mut())
+        .ok_or_else(|| anyhow!("context {current} is missing"))?;
+    context.user = Some("token".to_owned());
+    if let Some(namespace) = namespace {
+        context.namespace = Some(namespace.to_owned());
+    }
+    let user: NamedAuthInfo = serde_json::from_value(serde_json::json!({
+        "name": "token",
+        "user": { "token": token }
+    }))?;
+    config.auth_infos = vec![user];
+    // JSON is YAML: every kubeconfig reader takes it.
+    std::fs::write(path, serde_json::to_vec_pretty(&config)?)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Path of one of the pinned binaries (`kubectl`, `helm`, `etcd`, ...).

@@ -8,7 +8,9 @@ use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
+use helpdesk_mail_operator::dns::{DnsConfig, Resolver};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NULL, PTR, SOA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
@@ -429,6 +431,21 @@ impl TestDns {
             queries,
             tasks: vec![udp_task, tcp_task],
         })
+    }
+
+    /// A resolver that asks this server only, with `cache_size` answers cached (0 for tests
+    /// that edit the zone between lookups).
+    pub fn resolver(&self, timeout: Duration, cache_size: usize) -> Resolver {
+        Resolver::new(&self.resolver_config(timeout, cache_size)).expect("resolver")
+    }
+
+    /// The configuration of [`TestDns::resolver`].
+    pub fn resolver_config(&self, timeout: Duration, cache_size: usize) -> DnsConfig {
+        DnsConfig {
+            nameservers: vec![self.addr()],
+            timeout,
+            cache_size,
+        }
     }
 
     /// The address to give a resolver.
