@@ -9,6 +9,7 @@
 //! | [`dns`] | the one module that speaks to hickory: a small trait and the shared caching resolver |
 //! | [`spf`] | RFC 7208: record parser, macro expander, `check_host()` with a trace, lints |
 //! | [`dmarc`] | DMARC policy discovery, tag-list parser, identifier alignment |
+//! | [`dkim`] | RFC 6376 key records, selector lookup through CNAMEs, comparison with the provider's key |
 //! | [`alignment`] | one sender against the provider: the verdict, the detail, the suggested record |
 //! | [`decide`] | pure: previous status + verdicts + now -> desired status, mail settings, events |
 //! | [`reconcile`] | observe -> decide -> act, and the error policy |
@@ -21,6 +22,7 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod decide;
+pub mod dkim;
 pub mod dmarc;
 pub mod dns;
 pub mod reconcile;
