@@ -10,6 +10,7 @@
 //! | [`dns`] | the one module that speaks to hickory: a small trait and the shared caching resolver |
 //! | [`spf`] | RFC 7208: record parser, macro expander, `check_host()` with a trace, lints, the include edit |
 //! | [`dmarc`] | DMARC policy discovery, tag-list parser, identifier alignment |
+//! | [`dkim`] | RFC 6376 key records, selector lookup through CNAMEs, comparison with the provider's key |
 //! | [`api`] | the `HelpdeskTenant` type: the only place the schema is defined |
 //! | [`alignment`] | one sender against the provider: the facts, the verdict, the suggested record |
 //! | [`egress`] | the provider's egress addresses, re-resolved from its SMTP hosts |
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod conditions;
 pub mod controller;
 pub mod decide;
+pub mod dkim;
 pub mod dmarc;
 pub mod dns;
 pub mod egress;
