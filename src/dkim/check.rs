@@ -34,7 +34,8 @@ use serde::{Deserialize, Serialize};
 
 use super::lookup::{KeyLookup, SelectorDns, lookup_key};
 use super::record::{self, KeyRecord};
-use crate::dmarc::{AlignmentMode, domains_align, normalize_domain};
+use crate::dmarc::{AlignmentMode, domains_align};
+use crate::names::normalize_domain;
 
 /// `<selector>._domainkey.<domain>`, lower case, without a trailing dot.
 pub fn selector_name(selector: &str, domain: &str) -> String {

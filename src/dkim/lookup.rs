@@ -14,8 +14,8 @@
 use std::collections::HashSet;
 use std::future::Future;
 
-use crate::dmarc::normalize_domain;
 use crate::dns::{Dns, DnsError, Resolver};
+use crate::names::normalize_domain;
 
 /// Longest CNAME chain followed from a selector name (the provider's usual setup needs one,
 /// rarely two).
