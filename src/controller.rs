@@ -181,7 +181,8 @@ async fn run_with_lease(
         .with_identity(identity.clone())
         .with_duration(duration)
         .with_grace((duration / 3).max(1))
-        .with_field_manager(format!("{FIELD_MANAGER}-lease"))
+        // Contenders must apply as different managers: a conflict is how a second one loses.
+        .with_field_manager(format!("{FIELD_MANAGER}-lease-{identity}"))
         .build()
         .await
         .context("setting up leader election")?;
