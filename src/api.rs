@@ -11,6 +11,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use crate::dkim::{DkimState, SelectorOutcome};
+
 /// API group of every kind this operator serves.
 pub const GROUP: &str = "mail.helpdesk.io";
 /// Field manager for every write the operator makes.
@@ -114,6 +116,15 @@ pub struct HelpdeskTenantSpec {
     #[serde(default)]
     pub mode: Mode,
 
+    /// Which alignment paths must hold for a sender to keep its own From address: `Spf` (the
+    /// default: SPF passes for every provider address and aligns with From), `SpfOrDkim` (either
+    /// SPF or the provider's DKIM signature aligns, which is what DMARC itself requires) or
+    /// `SpfAndDkim` (both, as large mailbox providers ask of bulk senders). The DKIM path needs
+    /// the operator's `--provider-dkim-selector` and `--provider-dkim-domain`; without them only
+    /// SPF is checked.
+    #[serde(default)]
+    pub required_alignment: RequiredAlignment,
+
     /// How often the senders are re-checked, as a duration such as `15m`, `1h` or `90s`
     /// (units `h`, `m`, `s`). Production tenants should use at least `1m`; seconds are
     /// accepted so tests can run fast. Default: the operator's `--check-interval`.
@@ -163,6 +174,7 @@ impl HelpdeskTenantSpec {
                 .collect(),
             fallback_sender: None,
             mode: Mode::default(),
+            required_alignment: RequiredAlignment::default(),
             check_interval: None,
             failure_threshold: default_threshold(),
             success_threshold: default_threshold(),
@@ -207,6 +219,20 @@ pub enum Mode {
     Enforce,
     /// Report only; never write the mail settings.
     Observe,
+}
+
+/// The alignment paths a sender needs (docs/design.md §5).
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
+pub enum RequiredAlignment {
+    /// SPF must align.
+    #[default]
+    Spf,
+    /// SPF or DKIM must align (DMARC's own rule).
+    SpfOrDkim,
+    /// SPF and DKIM must both align.
+    SpfAndDkim,
 }
 
 /// Where the tenant's mail settings live.
@@ -323,6 +349,39 @@ pub struct SenderStatus {
     /// The tenant's SPF record with the provider include added, when it is missing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suggested_record: Option<SuggestedRecordStatus>,
+    /// The DKIM path: whether the tenant publishes the provider's key under each selector.
+    /// Absent while the operator configures no DKIM selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dkim: Option<DkimStatus>,
+}
+
+/// DKIM detail of one sender.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DkimStatus {
+    /// `Aligned`, `Unaligned`, `TemporaryFailure` or `ProviderBroken`.
+    pub state: DkimState,
+    /// One sentence explaining the state.
+    pub message: String,
+    /// One entry per provider selector.
+    #[serde(default)]
+    pub selectors: Vec<DkimSelectorStatus>,
+}
+
+/// One provider selector under the tenant's domain.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DkimSelectorStatus {
+    /// The selector, e.g. `hd1`.
+    pub selector: String,
+    /// `Aligned`, `Missing`, `KeyMismatch`, `Revoked`, `Invalid`, `DomainNotAligned`,
+    /// `ProviderKeyBroken` or `TemporaryFailure`.
+    pub outcome: SelectorOutcome,
+    /// One sentence explaining the outcome.
+    pub message: String,
+    /// The key record found at `<selector>._domainkey.<domain>`, verbatim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
 }
 
 /// SPF detail of one sender.

@@ -14,6 +14,8 @@ use crate::api::{
 /// [`UnalignedReason::as_str`].
 pub mod reason {
     pub const ALIGNED: &str = "Aligned";
+    /// Aligned through the provider's DKIM signature while SPF does not align.
+    pub const ALIGNED_BY_DKIM: &str = "AlignedByDkim";
     pub const NOT_CHECKED: &str = "NotChecked";
     pub const DNS_TEMPORARY_FAILURE: &str = "DnsTemporaryFailure";
     pub const SENDERS_UNALIGNED: &str = "SendersUnaligned";
@@ -78,14 +80,27 @@ pub fn set_conditions(
             format!("not checked yet: {}", addresses(&pending)),
         )
     } else {
-        (
-            "True",
-            reason::ALIGNED.to_owned(),
-            format!(
-                "all {} senders authorize the provider and align with DMARC",
-                senders.len()
-            ),
-        )
+        let by_dkim = list(&|s| s.reason.as_deref() == Some(reason::ALIGNED_BY_DKIM));
+        if by_dkim.is_empty() {
+            (
+                "True",
+                reason::ALIGNED.to_owned(),
+                format!(
+                    "all {} senders authorize the provider and align with DMARC",
+                    senders.len()
+                ),
+            )
+        } else {
+            (
+                "True",
+                reason::ALIGNED_BY_DKIM.to_owned(),
+                format!(
+                    "all {} senders align with DMARC; through the provider's DKIM signature only: {}",
+                    senders.len(),
+                    addresses(&by_dkim)
+                ),
+            )
+        }
     };
 
     let fallback_condition = if spec.mode == Mode::Observe {

@@ -11,10 +11,10 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::alignment::{SenderCheck, UnalignedReason, Verdict};
+use crate::alignment::{AlignmentPath, SenderCheck, UnalignedReason, Verdict};
 use crate::api::{
-    DmarcStatus, HelpdeskTenantSpec, HelpdeskTenantStatus, Mode, SenderState, SenderStatus,
-    SendingAs, SpfStatus, SuggestedRecordStatus, parse_duration,
+    DkimSelectorStatus, DkimStatus, DmarcStatus, HelpdeskTenantSpec, HelpdeskTenantStatus, Mode,
+    SenderState, SenderStatus, SendingAs, SpfStatus, SuggestedRecordStatus, parse_duration,
 };
 use crate::conditions::{reason, same_ignoring_timestamps, set_conditions};
 use crate::mail_settings::config_map_data;
@@ -189,6 +189,7 @@ pub fn decide(input: &Input<'_>) -> Decision {
             spf: None,
             dmarc: None,
             suggested_record: None,
+            dkim: None,
         });
         status.address = sender.address.clone();
         if let Some(check) = check {
@@ -270,11 +271,9 @@ fn step(
         Verdict::Aligned => {
             record_detail(status, check);
             status.state = SenderState::Aligned;
-            status.reason = Some(reason::ALIGNED.to_owned());
-            status.message = Some(format!(
-                "SPF of {} authorizes every provider address and aligns with the From domain",
-                check.envelope_domain
-            ));
+            let (why, message) = aligned_reason(check);
+            status.reason = Some(why.to_owned());
+            status.message = Some(message);
             status.consecutive_failures = 0;
             match status.sending_as {
                 SendingAs::Fallback if before_state == SenderState::Pending => {
@@ -284,7 +283,7 @@ fn step(
                 }
                 SendingAs::Fallback => {
                     if status.consecutive_successes == 0 || status.valid_after.is_none() {
-                        let ttl = u64::from(check.spf.record_ttl.unwrap_or(0));
+                        let ttl = u64::from(record_ttl(check));
                         let delay = Duration::from_secs(ttl).min(MAX_VALID_AFTER_DELAY);
                         status.valid_after = Some(Time(add(now, delay)));
                     }
@@ -387,6 +386,56 @@ fn step(
     Some(EventPlan { kind, note })
 }
 
+/// The reason and sentence of an Aligned verdict, naming the paths that held.
+fn aligned_reason(check: &SenderCheck) -> (&'static str, String) {
+    let domain = &check.envelope_domain;
+    match check.aligned_by {
+        Some(AlignmentPath::Dkim) => {
+            let spf = match &check.spf_verdict {
+                Verdict::Unaligned { message, .. } | Verdict::TemporaryFailure { message } => {
+                    message.as_str()
+                }
+                Verdict::Aligned => "aligned",
+            };
+            (
+                reason::ALIGNED_BY_DKIM,
+                format!(
+                    "the provider's DKIM key is published and aligns with the From domain; SPF: {spf}"
+                ),
+            )
+        }
+        Some(AlignmentPath::SpfAndDkim) => (
+            reason::ALIGNED,
+            format!(
+                "SPF of {domain} authorizes every provider address and the provider's DKIM key is published; both align with the From domain"
+            ),
+        ),
+        _ => (
+            reason::ALIGNED,
+            format!(
+                "SPF of {domain} authorizes every provider address and aligns with the From domain"
+            ),
+        ),
+    }
+}
+
+/// The TTL receivers may cache the records behind an Aligned verdict for: the longest of the
+/// SPF record's and the DKIM key records'.
+fn record_ttl(check: &SenderCheck) -> u32 {
+    let dkim = check
+        .dkim
+        .iter()
+        .flat_map(|d| &d.selectors)
+        .filter_map(|s| s.ttl);
+    check
+        .spf
+        .record_ttl
+        .into_iter()
+        .chain(dkim)
+        .max()
+        .unwrap_or(0)
+}
+
 fn record_detail(status: &mut SenderStatus, check: &SenderCheck) {
     let spf = &check.spf;
     status.spf = Some(SpfStatus {
@@ -425,6 +474,20 @@ fn record_detail(status: &mut SenderStatus, check: &SenderCheck) {
             lookups: s.lookups,
             warning: s.warning.clone(),
         });
+    status.dkim = check.dkim.as_ref().map(|d| DkimStatus {
+        state: d.verdict.state,
+        message: d.verdict.message.clone(),
+        selectors: d
+            .selectors
+            .iter()
+            .map(|s| DkimSelectorStatus {
+                selector: s.selector.clone(),
+                outcome: s.outcome,
+                message: s.message.clone(),
+                record: s.record.clone(),
+            })
+            .collect(),
+    });
 }
 
 /// The engine's sentence, or a fixed one when it is empty or too long to be a sentence.
@@ -441,6 +504,9 @@ fn clean_message(message: &str, why: UnalignedReason, domain: &str) -> String {
         }
         UnalignedReason::DomainNotAligned => {
             format!("{domain} does not align with the From domain under DMARC")
+        }
+        UnalignedReason::DkimNotAligned => {
+            "the provider's DKIM key is not published under any of its selectors".to_owned()
         }
     }
 }
@@ -554,6 +620,7 @@ mod tests {
                 p: Some("reject".to_owned()),
                 sp: None,
                 aspf: 'r',
+                adkim: 'r',
                 envelope_aligned: true,
                 warnings: vec![],
             },
@@ -562,7 +629,10 @@ mod tests {
                 lookups: 1,
                 warning: None,
             }),
+            aligned_by: pass.then_some(AlignmentPath::Spf),
+            spf_verdict: verdict.clone(),
             verdict,
+            dkim: None,
         }
     }
 

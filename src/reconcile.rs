@@ -24,6 +24,7 @@ use crate::api::{
 };
 use crate::conditions::{self, same_ignoring_timestamps, set_condition};
 use crate::decide::{self, Decision, EventKind, Input};
+use crate::dkim::ProviderSelector;
 use crate::dns::Resolver;
 use crate::egress::Egress;
 use crate::mail_settings::keys;
@@ -75,6 +76,8 @@ pub struct Settings {
     pub provider_spf_domain: String,
     pub egress_ips: Vec<IpAddr>,
     pub smtp_hosts: Vec<String>,
+    /// The provider's DKIM selectors; empty: the DKIM path is off.
+    pub dkim_selectors: Vec<ProviderSelector>,
     pub default_sender: String,
     pub default_interval: Duration,
 }
@@ -168,6 +171,7 @@ async fn reconcile_inner(
             let provider = Provider {
                 spf_domain: ctx.settings.provider_spf_domain.clone(),
                 egress_ips: egress.into_iter().collect(),
+                dkim_selectors: ctx.settings.dkim_selectors.clone(),
             };
             let checks = check_all(tenant, &provider, ctx).await;
             (Some(checks), recheck.clone())
@@ -288,6 +292,7 @@ async fn check_all(
         .map(|s| SenderInput {
             address: s.address.clone(),
             envelope_domain: s.envelope_domain.clone(),
+            required: tenant.spec.required_alignment,
         })
         .collect();
     let checks = join_all(

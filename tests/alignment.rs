@@ -10,6 +10,7 @@ use std::time::Duration;
 use helpdesk_mail_operator::alignment::{
     Provider, SenderCheck, SenderInput, UnalignedReason, Verdict, check_sender,
 };
+use helpdesk_mail_operator::api::RequiredAlignment;
 use helpdesk_mail_operator::dns::{QueryEvent, QueryObserver, Resolver};
 use helpdesk_mail_operator::egress::{Egress, EgressError};
 use helpdesk_mail_operator::spf::SpfResult;
@@ -26,6 +27,7 @@ fn provider() -> Provider {
             .iter()
             .map(|ip| ip.parse().expect("test address"))
             .collect(),
+        dkim_selectors: Vec::new(),
     }
 }
 
@@ -33,6 +35,7 @@ fn sender(address: &str, envelope: Option<&str>) -> SenderInput {
     SenderInput {
         address: address.to_string(),
         envelope_domain: envelope.map(str::to_string),
+        required: RequiredAlignment::Spf,
     }
 }
 
@@ -383,6 +386,7 @@ async fn no_egress_address_gives_no_verdict() {
     let provider = Provider {
         spf_domain: PROVIDER.to_string(),
         egress_ips: Vec::new(),
+        dkim_selectors: Vec::new(),
     };
     let check = check_sender(&resolver, &provider, &sender("a@customer.example", None)).await;
     assert!(

@@ -177,6 +177,8 @@ fn default_values_render_the_minimal_set() {
         ],
         &[
             "HDMO_PROVIDER_SMTP_HOST",
+            "HDMO_PROVIDER_DKIM_SELECTOR",
+            "HDMO_PROVIDER_DKIM_DOMAIN",
             "HDMO_NAMESERVER",
             "HDMO_DNS_TIMEOUT_MS",
             "HDMO_WATCH_NAMESPACE",
@@ -240,6 +242,8 @@ fn full_values_render_every_option() {
                 "HDMO_DEFAULT_SENDER",
                 "notifications+{tenant}.{namespace}@mailing.provider.example",
             ),
+            ("HDMO_PROVIDER_DKIM_SELECTOR", "hd1,hd2"),
+            ("HDMO_PROVIDER_DKIM_DOMAIN", "dkim.mailing.provider.example"),
             ("HDMO_NAMESERVER", "10.96.0.10:53,[2001:db8::53]:53"),
             ("HDMO_DNS_TIMEOUT_MS", "1500"),
             ("HDMO_CHECK_INTERVAL", "5m"),

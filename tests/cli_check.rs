@@ -248,3 +248,53 @@ async fn provider_settings_come_from_the_operator_environment() {
     assert!(text.contains("203.0.113.10    pass"), "{text}");
     assert!(text.contains("2001:db8:1::10  pass"), "{text}");
 }
+
+#[tokio::test]
+async fn dkim_section_explains_each_selector_and_can_carry_the_verdict() {
+    const KEY: &str = "MCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=";
+    let record = format!("v=DKIM1; k=rsa; p={KEY}");
+    let zone = zone()
+        .txt("customer.example", "v=spf1 -all")
+        .txt("hd1._domainkey.dkim.provider.example", &record)
+        .txt("hd2._domainkey.dkim.provider.example", &record)
+        .cname(
+            "hd1._domainkey.customer.example",
+            "hd1._domainkey.dkim.provider.example",
+        );
+    let server = TestDns::start(zone).await.expect("DNS server starts");
+    let dkim = [
+        "--domain",
+        "customer.example",
+        "--provider-dkim-selector",
+        "hd1",
+        "--provider-dkim-selector",
+        "hd2",
+        "--provider-dkim-domain",
+        "dkim.provider.example",
+    ];
+    let output = run(&server, &dkim).await;
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "SPF alone decides:\n{text}");
+    assert!(text.contains("\nDKIM\n"), "{text}");
+    assert!(
+        text.contains("hd1._domainkey.customer.example  Aligned"),
+        "{text}"
+    );
+    assert!(
+        text.contains("hd2._domainkey.customer.example  Missing"),
+        "{text}"
+    );
+    let mut either = dkim.to_vec();
+    either.extend(["--required-alignment", "SpfOrDkim"]);
+    let output = run(&server, &either).await;
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(text.contains("Verdict: Aligned (through DKIM)"), "{text}");
+
+    let output = run(&server, &["--domain", "customer.example"]).await;
+    assert!(
+        stdout(&output).contains("off: the provider configures no DKIM selector"),
+        "{}",
+        stdout(&output)
+    );
+}

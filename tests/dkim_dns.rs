@@ -19,7 +19,7 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError as HickoryDnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
-use support::dns::{DEFAULT_TTL, Data, Fault, TestDns, Zone};
+use support::dns::{Data, Fault, TestDns, Zone};
 
 /// The provider's current 2048-bit RSA key (longer than one 255-byte character-string).
 const KEY: &str = "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA3s2/mfI0ooRsRbbJJhdXWF68H5vnqFgXc2cADqwkM8YvrvfVPNgskRDi8oDFXBRLyvlofMvLJPqaBvroNeDc3FkjU4N+rszJBHLCoufZiOKib6GFmVf8IBg+ntPiHmOFi0ubJA2n6hXvQ5aymTLYTObZ7VaAzeGMbBaeOyPw9dywJxOUCeP3zB6kigkNKF/IWyAdK3lnxuzIR5qyugDTUaxC/jWp3l0/lAcq3CMcrtVw9LQNB6stbj3xXI5KP4jfh0D2Ny1yxGVoatGFbEG9CUdNqPRrB+NiwHtK6zN8SM8/oIYYL2J/B5wmVqUfMcWGZWp4vuv7vKCF0HJxwsUbIQIDAQAB";
@@ -45,20 +45,8 @@ fn provider_zone() -> Zone {
         .txt(REF2, &key_record(KEY))
 }
 
-/// Replaces the TXT records of `name` with one record holding `text`, split into 255-byte
-/// character-strings (`Zone::set_txt` keeps one string, too long for a 2048-bit key).
-fn replace_txt(zone: &mut Zone, name: &str, text: &str) {
-    let strings = text.as_bytes().chunks(255).map(<[u8]>::to_vec).collect();
-    zone.remove(name, RecordType::TXT)
-        .add(name, DEFAULT_TTL, Data::Txt(strings));
-}
-
 fn config(server: &TestDns) -> DnsConfig {
-    DnsConfig {
-        nameservers: vec![server.addr()],
-        timeout: Duration::from_millis(300),
-        cache_size: 0,
-    }
+    server.resolver_config(Duration::from_millis(300), 0)
 }
 
 /// The shared resolver, without a cache so that zone edits show at once.
@@ -444,7 +432,7 @@ async fn key_rotation_at_the_provider() {
     assert_eq!(outcomes(&before), [SelectorOutcome::Aligned; 2]);
     server.update(|zone| {
         for name in [REF1, REF2] {
-            replace_txt(zone, name, &key_record(ROTATED));
+            zone.set_txt(name, &key_record(ROTATED));
         }
     });
     let after = check_with(&dns, "customer.example", AlignmentMode::Relaxed).await;

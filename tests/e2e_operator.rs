@@ -1091,3 +1091,185 @@ async fn a_config_map_of_another_tenant_is_left_alone_and_reported() {
     })
     .await;
 }
+
+/// The provider's DKIM setup in the end-to-end zone.
+mod dkim_zone {
+    pub const DOMAIN: &str = "dkim.provider.test";
+    pub const SELECTOR: &str = "hd1";
+    /// The provider's key, and the key it rotates to (each short enough for one TXT string).
+    pub const KEY: &str = "MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDTZNt+KcsBLFajBDLWFVTv8qWWbTZnKi0pVJMqWu7KMSszpiDP8mWTeSlxeLBsXaCb8ibp2aCO/avtFqklmylmpI8Q2Gq1wn+9ESGJoxtpuSfOxE/Y7/F4YoGJnQASqSTe3R/Gzn3iafu/0GXTH6XucpnqfafsTIgmGni3q//p5QIDAQAB";
+    pub const ROTATED: &str = "MCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=";
+    /// A key that is not the provider's.
+    pub const OTHER: &str = "MCowBQYDK2VwAyEA11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
+
+    pub fn record(key: &str) -> String {
+        format!("v=DKIM1; k=rsa; p={key}")
+    }
+
+    pub fn reference() -> String {
+        format!("{SELECTOR}._domainkey.{DOMAIN}")
+    }
+
+    pub fn selector_name(domain: &str) -> String {
+        format!("{SELECTOR}._domainkey.{domain}")
+    }
+}
+
+/// Every `requiredAlignment` with SPF good or bad and DKIM good or bad, the provider rotating
+/// its key behind the tenants' CNAMEs, and a selector record that disappears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_alignment_combines_spf_and_dkim() {
+    use helpdesk_mail_operator::api::RequiredAlignment::{self, Spf, SpfAndDkim, SpfOrDkim};
+    scenario("dkim", |w| async move {
+        let reference = dkim_zone::reference();
+        w.dns.update(|zone| {
+            zone.add(&reference, TTL, txt(&dkim_zone::record(dkim_zone::KEY)));
+        });
+        // (required, SPF good, DKIM good, sends as the tenant)
+        let table: Vec<(RequiredAlignment, bool, bool, bool)> = vec![
+            (Spf, true, true, true),
+            (Spf, true, false, true),
+            (Spf, false, true, false),
+            (Spf, false, false, false),
+            (SpfOrDkim, true, true, true),
+            (SpfOrDkim, true, false, true),
+            (SpfOrDkim, false, true, true),
+            (SpfOrDkim, false, false, false),
+            (SpfAndDkim, true, true, true),
+            (SpfAndDkim, true, false, false),
+            (SpfAndDkim, false, true, false),
+            (SpfAndDkim, false, false, false),
+        ];
+        let domain = |i: usize| format!("t{i}.{}", w.domain);
+        for (i, (_, spf_good, dkim_good, _)) in table.iter().enumerate() {
+            let domain = domain(i);
+            let spf = if *spf_good {
+                include_record()
+            } else {
+                "v=spf1 -all".to_owned()
+            };
+            let selector = dkim_zone::selector_name(&domain);
+            let reference = reference.clone();
+            let dkim_good = *dkim_good;
+            w.dns.update(move |zone| {
+                zone.add(&domain, TTL, txt(&spf));
+                if dkim_good {
+                    zone.add(&selector, TTL, Data::Cname(reference));
+                } else {
+                    zone.add(&selector, TTL, txt(&dkim_zone::record(dkim_zone::OTHER)));
+                }
+            });
+        }
+        let _operator = w.operator(
+            "operator",
+            &[
+                "--provider-dkim-selector",
+                dkim_zone::SELECTOR,
+                "--provider-dkim-domain",
+                dkim_zone::DOMAIN,
+            ],
+        )?;
+        for (i, (required, ..)) in table.iter().enumerate() {
+            let spec = HelpdeskTenantSpec {
+                required_alignment: *required,
+                ..spec(&[&format!("support@{}", domain(i))], Mode::Enforce)
+            };
+            w.tenants()
+                .create(
+                    &PostParams::default(),
+                    &HelpdeskTenant::new(&format!("t{i}"), spec),
+                )
+                .await?;
+        }
+        for (i, (required, spf_good, dkim_good, tenant)) in table.iter().enumerate() {
+            let name = format!("t{i}");
+            let checked = w
+                .wait_tenant(&name, "a first verdict", |t| {
+                    t.status.as_ref().is_some_and(|s| {
+                        s.senders
+                            .iter()
+                            .all(|s| s.state != helpdesk_mail_operator::api::SenderState::Pending)
+                    })
+                })
+                .await?;
+            let mode = if *tenant { "tenant" } else { "fallback" };
+            w.wait_config_map(
+                &format!("{name}-mail-settings"),
+                &format!("{name} ({required:?}, SPF {spf_good}, DKIM {dkim_good}) sends as {mode}"),
+                |data| mode_is(data, mode),
+            )
+            .await?;
+            let sender = &checked.status.as_ref().expect("status").senders[0];
+            let dkim = sender.dkim.as_ref().expect("DKIM detail in status");
+            let expected = if *dkim_good { "Aligned" } else { "KeyMismatch" };
+            ensure!(
+                dkim.selectors[0].outcome.as_str() == expected,
+                "{name}: selector outcome {:?}, expected {expected}",
+                dkim.selectors[0].outcome
+            );
+            if *required == SpfOrDkim && !spf_good && *dkim_good {
+                ensure!(
+                    condition(&checked, "SpfAligned")
+                        .is_some_and(|c| c.status == "True" && c.reason == "AlignedByDkim"),
+                    "{name}: SpfAligned names the DKIM path: {:?}",
+                    condition(&checked, "SpfAligned")
+                );
+            }
+        }
+
+        // The provider rotates its key; the tenants' CNAMEs follow, so they stay aligned.
+        let dkim_only = "t6";
+        let rotated_reference = reference.clone();
+        w.dns.update(move |zone| {
+            zone.remove(&rotated_reference, hickory_proto::rr::RecordType::TXT);
+            zone.add(
+                &rotated_reference,
+                TTL,
+                txt(&dkim_zone::record(dkim_zone::ROTATED)),
+            );
+        });
+        let rotated = |t: &HelpdeskTenant| {
+            t.status.as_ref().is_some_and(|s| {
+                s.senders[0]
+                    .dkim
+                    .as_ref()
+                    .and_then(|d| d.selectors[0].record.as_deref())
+                    .is_some_and(|r| r.contains(dkim_zone::ROTATED))
+            })
+        };
+        let after = w
+            .wait_tenant(dkim_only, "a check that sees the rotated key", rotated)
+            .await?;
+        let sender = &after.status.as_ref().expect("status").senders[0];
+        ensure!(
+            sender.state == helpdesk_mail_operator::api::SenderState::Aligned
+                && sender.sending_as == helpdesk_mail_operator::api::SendingAs::Tenant,
+            "after the rotation {dkim_only} stays aligned on its own address: {sender:?}"
+        );
+
+        // The selector record disappears: with SPF bad too, the sender falls back after the
+        // failure threshold.
+        let selector = dkim_zone::selector_name(&domain(6));
+        w.dns.update(move |zone| {
+            zone.remove(&selector, hickory_proto::rr::RecordType::CNAME);
+        });
+        w.wait_config_map(
+            &format!("{dkim_only}-mail-settings"),
+            "the DKIM-only tenant falls back once its selector is gone",
+            |data| mode_is(data, "fallback"),
+        )
+        .await?;
+        let fallen = w.tenants().get(dkim_only).await?;
+        let sender = &fallen.status.as_ref().expect("status").senders[0];
+        ensure!(
+            sender.consecutive_failures >= 2
+                && sender
+                    .dkim
+                    .as_ref()
+                    .is_some_and(|d| d.selectors[0].outcome.as_str() == "Missing"),
+            "fell back after the threshold with the selector Missing: {sender:?}"
+        );
+        Ok(())
+    })
+    .await;
+}

@@ -3,15 +3,15 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use crate::dkim::{SelectorDns, check_domain, fetch_provider_keys};
 use crate::dmarc::{self, AlignmentMode, Discovery};
-use crate::dns::Dns;
 use crate::names::{address_domain, normalize_domain, split_address};
 use crate::spf::lints::{lint, tree_reaches, type99_only};
 use crate::spf::{
     Evaluator, MAX_LOOKUPS, Node, NodeKind, SpfOutcome, SpfQuery, SpfResult, parse_record,
 };
 
-use super::verdict::{decide_verdict, domain_alignment, suggest_record};
+use super::verdict::{combine, decide_verdict, domain_alignment, suggest_record};
 use super::{
     DmarcReport, DomainAlignment, IpResult, Provider, SenderCheck, SenderInput, SpfReport, Verdict,
 };
@@ -45,7 +45,7 @@ pub struct CheckDetail {
 
 /// One check of one sender (docs/design.md §5): SPF for every egress address, DMARC, the verdict and,
 /// when the provider include is missing, the suggested record.
-pub async fn check_sender<D: Dns + Clone>(
+pub async fn check_sender<D: SelectorDns + Clone>(
     resolver: &D,
     provider: &Provider,
     sender: &SenderInput,
@@ -56,7 +56,7 @@ pub async fn check_sender<D: Dns + Clone>(
 }
 
 /// [`check_sender`] keeping the evaluation traces.
-pub async fn check_sender_detailed<D: Dns + Clone>(
+pub async fn check_sender_detailed<D: SelectorDns + Clone>(
     resolver: &D,
     provider: &Provider,
     sender: &SenderInput,
@@ -68,12 +68,14 @@ pub async fn check_sender_detailed<D: Dns + Clone>(
             verdict: Verdict::TemporaryFailure {
                 message: format!("{:?} is not an email address", sender.address),
             },
-            spf: SpfReport::default(),
-            dmarc: DmarcReport {
-                aspf: 'r',
-                ..DmarcReport::default()
+            aligned_by: None,
+            spf_verdict: Verdict::TemporaryFailure {
+                message: format!("{:?} is not an email address", sender.address),
             },
+            spf: SpfReport::default(),
+            dmarc: DmarcReport::default(),
             suggested_record: None,
+            dkim: None,
         };
         return CheckDetail {
             check,
@@ -95,13 +97,20 @@ pub async fn check_sender_detailed<D: Dns + Clone>(
     let evaluator = Evaluator::new(resolver.clone());
     let queries: Vec<SpfQuery> = provider.egress_ips.iter().map(|ip| query(*ip)).collect();
     let probe_query = query(PROBE_IP);
-    let (evaluations, tree, discovery) = futures::join!(
+    let (evaluations, tree, discovery, provider_keys) = futures::join!(
         futures::future::join_all(queries.iter().map(|q| evaluator.check_host(q))),
         evaluator.check_host(&probe_query),
         dmarc::discover(resolver, &from),
+        fetch_provider_keys(resolver, &provider.dkim_selectors),
     );
 
-    let (dmarc, mode) = dmarc_report(&discovery, &envelope, &from);
+    let (dmarc, mode, adkim) = dmarc_report(&discovery, &envelope, &from);
+    // The provider signs as the From domain (docs/design.md §12).
+    let dkim = if provider.dkim_selectors.is_empty() {
+        None
+    } else {
+        Some(check_domain(resolver, &provider_keys, &from, &from, adkim).await)
+    };
     let mut spf = spf_report(&tree, &evaluations, &provider_domain);
     // A pure lint: the type-99 answer never reaches the evaluation or the verdict.
     if tree.trace.tree.result == SpfResult::None
@@ -110,7 +119,12 @@ pub async fn check_sender_detailed<D: Dns + Clone>(
         spf.warnings.push(warning);
     }
     let alignment = domain_alignment(&envelope, &from, mode);
-    let verdict = decide_verdict(&envelope, &from, &spf.results, alignment, mode);
+    let spf_verdict = decide_verdict(&envelope, &from, &spf.results, alignment, mode);
+    let (verdict, aligned_by) = combine(
+        sender.required,
+        &spf_verdict,
+        dkim.as_ref().map(|d| &d.verdict),
+    );
 
     let mut provider_tree = None;
     let mut suggested_record = None;
@@ -145,9 +159,12 @@ pub async fn check_sender_detailed<D: Dns + Clone>(
             address: sender.address.clone(),
             envelope_domain: envelope,
             verdict,
+            aligned_by,
+            spf_verdict,
             spf,
             dmarc,
             suggested_record,
+            dkim,
         },
         tree: Some(tree),
         evaluations,
@@ -238,17 +255,15 @@ fn nested_duplicates(root: &Node, already: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// The DMARC part of the report and the `aspf` mode alignment is judged under (`None` when a
-/// DNS failure left it unknown). Without a usable policy, the default (relaxed) applies.
+/// The DMARC part of the report and the `aspf` and `adkim` modes alignment is judged under
+/// (`None` when a DNS failure left them unknown). Without a usable policy, the default
+/// (relaxed) applies.
 fn dmarc_report(
     discovery: &Discovery,
     envelope: &str,
     from: &str,
-) -> (DmarcReport, Option<AlignmentMode>) {
-    let mut report = DmarcReport {
-        aspf: 'r',
-        ..DmarcReport::default()
-    };
+) -> (DmarcReport, Option<AlignmentMode>, Option<AlignmentMode>) {
+    let mut report = DmarcReport::default();
     let mode = match discovery {
         Discovery::Found {
             policy_domain,
@@ -261,6 +276,7 @@ fn dmarc_report(
             report.p = record.p.map(|p| p.as_str().to_string());
             report.sp = record.sp.map(|p| p.as_str().to_string());
             report.aspf = record.aspf.as_char();
+            report.adkim = record.adkim.as_char();
             report.warnings = record.warnings.clone();
             Some(record.aspf)
         }
@@ -292,7 +308,11 @@ fn dmarc_report(
         }
     };
     report.envelope_aligned = domain_alignment(envelope, from, mode) == DomainAlignment::Aligned;
-    (report, mode)
+    let adkim = match discovery {
+        Discovery::Found { record, .. } => Some(record.adkim),
+        _ => mode,
+    };
+    (report, mode, adkim)
 }
 
 #[cfg(test)]

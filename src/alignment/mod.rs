@@ -24,13 +24,15 @@
 
 use std::net::IpAddr;
 
+use crate::api::RequiredAlignment;
+use crate::dkim::{DkimReport, ProviderSelector};
 use crate::spf::SpfResult;
 
 pub mod check;
 pub mod verdict;
 
 pub use check::{CheckDetail, PROBE_IP, check_sender, check_sender_detailed, mail_from};
-pub use verdict::{decide_verdict, domain_alignment, suggest_record};
+pub use verdict::{combine, decide_verdict, domain_alignment, suggest_record};
 
 /// The provider's side of the check (operator-wide configuration, docs/design.md §3).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +41,8 @@ pub struct Provider {
     pub spf_domain: String,
     /// Every SMTP source address of the provider (IPv4 and IPv6).
     pub egress_ips: Vec<IpAddr>,
+    /// The DKIM selectors the provider signs with; empty turns the DKIM path off.
+    pub dkim_selectors: Vec<ProviderSelector>,
 }
 
 /// One sender of a tenant.
@@ -48,6 +52,8 @@ pub struct SenderInput {
     pub address: String,
     /// The MAIL FROM domain; the address's domain when `None`.
     pub envelope_domain: Option<String>,
+    /// The paths that must align (the tenant's `spec.requiredAlignment`).
+    pub required: RequiredAlignment,
 }
 
 /// Why a sender is definitively unaligned.
@@ -63,6 +69,9 @@ pub enum UnalignedReason {
     ProviderNotAuthorized,
     /// The envelope domain does not align with the From domain under DMARC `aspf`.
     DomainNotAligned,
+    /// DKIM is required and the tenant does not publish the provider's key, or its signing
+    /// domain does not align under DMARC `adkim`.
+    DkimNotAligned,
 }
 
 impl UnalignedReason {
@@ -73,6 +82,7 @@ impl UnalignedReason {
             UnalignedReason::SpfPermError => "SpfPermError",
             UnalignedReason::ProviderNotAuthorized => "ProviderNotAuthorized",
             UnalignedReason::DomainNotAligned => "DomainNotAligned",
+            UnalignedReason::DkimNotAligned => "DkimNotAligned",
         }
     }
 }
@@ -118,7 +128,7 @@ pub struct SpfReport {
 }
 
 /// What DMARC discovery found for the From domain.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DmarcReport {
     pub record: Option<String>,
@@ -128,10 +138,28 @@ pub struct DmarcReport {
     pub sp: Option<String>,
     /// `r` (relaxed, the default) or `s` (strict).
     pub aspf: char,
+    /// DKIM alignment mode: `r` (relaxed, the default) or `s` (strict).
+    pub adkim: char,
     /// Whether the envelope domain aligns with the From domain under `aspf`.
     pub envelope_aligned: bool,
     /// Unknown or obsolete tags, verbatim.
     pub warnings: Vec<String>,
+}
+
+impl Default for DmarcReport {
+    /// No policy found: the relaxed modes apply.
+    fn default() -> Self {
+        Self {
+            record: None,
+            policy_domain: None,
+            p: None,
+            sp: None,
+            aspf: 'r',
+            adkim: 'r',
+            envelope_aligned: false,
+            warnings: Vec::new(),
+        }
+    }
 }
 
 /// The tenant's record with the provider include inserted (docs/design.md §6).
@@ -150,11 +178,26 @@ pub struct SuggestedRecord {
 pub struct SenderCheck {
     pub address: String,
     pub envelope_domain: String,
+    /// The verdict under the required alignment ([`combine`]).
     pub verdict: Verdict,
+    /// The paths that held, when the verdict is Aligned.
+    pub aligned_by: Option<AlignmentPath>,
+    /// The SPF path's own verdict.
+    pub spf_verdict: Verdict,
     pub spf: SpfReport,
     pub dmarc: DmarcReport,
     /// Present when the provider include is missing from the tree.
     pub suggested_record: Option<SuggestedRecord>,
+    /// The DKIM path; `None` while the provider configures no selector.
+    pub dkim: Option<DkimReport>,
+}
+
+/// Which alignment paths held for an Aligned sender.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum AlignmentPath {
+    Spf,
+    Dkim,
+    SpfAndDkim,
 }
 
 /// Whether the envelope domain aligns with the From domain, as far as DNS told.

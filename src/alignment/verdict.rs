@@ -6,7 +6,9 @@ use crate::spf::edit::insert_include;
 use crate::spf::lints::MAX_RECORD_BYTES;
 use crate::spf::{MAX_LOOKUPS, SpfResult};
 
-use super::{DomainAlignment, IpResult, SuggestedRecord, UnalignedReason, Verdict};
+use super::{AlignmentPath, DomainAlignment, IpResult, SuggestedRecord, UnalignedReason, Verdict};
+use crate::api::RequiredAlignment;
+use crate::dkim::{DkimState, DkimVerdict};
 
 /// Alignment of `envelope` with `from` when the DMARC `aspf` mode is `mode`, or unknown
 /// (`None`) because the policy could not be fetched.
@@ -121,6 +123,76 @@ pub fn decide_verdict(
         };
     }
     Verdict::Aligned
+}
+
+/// Combines the SPF verdict and the DKIM path's verdict under the tenant's required
+/// alignment (docs/design.md §5), and says which paths held when the result is Aligned.
+///
+/// Without DKIM selectors (`dkim` is `None` or `Off`) only SPF is checked, whatever the
+/// requirement. A DKIM temporary failure, or a broken provider key, is no verdict, like an SPF
+/// temperror: it can make the result temporary but never a definitive failure.
+pub fn combine(
+    required: RequiredAlignment,
+    spf: &Verdict,
+    dkim: Option<&DkimVerdict>,
+) -> (Verdict, Option<AlignmentPath>) {
+    let dkim = dkim.filter(|d| d.state != DkimState::Off);
+    let spf_holds = *spf == Verdict::Aligned;
+    let dkim_holds = dkim.is_some_and(|d| d.state == DkimState::Aligned);
+    let held = match (spf_holds, dkim_holds) {
+        (true, true) => Some(AlignmentPath::SpfAndDkim),
+        (true, false) => Some(AlignmentPath::Spf),
+        (false, true) => Some(AlignmentPath::Dkim),
+        (false, false) => None,
+    };
+    let Some(dkim) = dkim else {
+        return (spf.clone(), held.filter(|_| spf_holds));
+    };
+    let dkim_temporary = matches!(
+        dkim.state,
+        DkimState::TemporaryFailure | DkimState::ProviderBroken
+    );
+    let temporary = |message: String| (Verdict::TemporaryFailure { message }, None);
+    match required {
+        RequiredAlignment::Spf => (spf.clone(), held.filter(|_| spf_holds)),
+        RequiredAlignment::SpfOrDkim => {
+            if spf_holds || dkim_holds {
+                return (Verdict::Aligned, held);
+            }
+            match spf {
+                Verdict::Unaligned { reason, message } if !dkim_temporary => (
+                    Verdict::Unaligned {
+                        reason: *reason,
+                        message: format!("{message}; DKIM: {}", dkim.message),
+                    },
+                    None,
+                ),
+                Verdict::TemporaryFailure { message } => temporary(message.clone()),
+                _ => temporary(format!("DKIM: {}", dkim.message)),
+            }
+        }
+        RequiredAlignment::SpfAndDkim => {
+            if let Verdict::Unaligned { .. } = spf {
+                return (spf.clone(), None);
+            }
+            if dkim.state == DkimState::Unaligned {
+                return (
+                    Verdict::Unaligned {
+                        reason: UnalignedReason::DkimNotAligned,
+                        message: format!("DKIM: {}", dkim.message),
+                    },
+                    None,
+                );
+            }
+            if let Verdict::TemporaryFailure { message } = spf {
+                return temporary(message.clone());
+            }
+            if dkim_temporary {
+                return temporary(format!("DKIM: {}", dkim.message));
+            }
+            (Verdict::Aligned, held)
+        }
+    }
 }
 
 /// The fix of docs/design.md §6: the tenant's record (or none) with the provider include added.
@@ -338,5 +410,102 @@ mod tests {
         let s = suggest_record(Some("v=spf1 a mx -all"), "spf.provider.example", 8, 2);
         assert_eq!(s.lookups, 11);
         assert!(s.warning.expect("warns").contains("11 DNS lookups"));
+    }
+
+    fn dkim(state: DkimState) -> DkimVerdict {
+        DkimVerdict {
+            state,
+            message: format!("dkim {}", state.as_str()),
+        }
+    }
+
+    fn spf_unaligned() -> Verdict {
+        Verdict::Unaligned {
+            reason: UnalignedReason::ProviderNotAuthorized,
+            message: "spf fails".to_owned(),
+        }
+    }
+
+    fn spf_temporary() -> Verdict {
+        Verdict::TemporaryFailure {
+            message: "spf timed out".to_owned(),
+        }
+    }
+
+    /// The outcome's short name: `Aligned(Spf)`, `Unaligned(DkimNotAligned)`, `Temporary`.
+    fn outcome(result: (Verdict, Option<AlignmentPath>)) -> String {
+        match result {
+            (Verdict::Aligned, Some(path)) => format!("Aligned({path:?})"),
+            (Verdict::Aligned, None) => "Aligned(?)".to_owned(),
+            (Verdict::Unaligned { reason, .. }, _) => format!("Unaligned({})", reason.as_str()),
+            (Verdict::TemporaryFailure { .. }, _) => "Temporary".to_owned(),
+        }
+    }
+
+    #[test]
+    fn required_alignment_table() {
+        use DkimState::{Aligned as DA, TemporaryFailure as DT, Unaligned as DU};
+        use RequiredAlignment::*;
+        let good = Verdict::Aligned;
+        let bad = spf_unaligned();
+        let cases = [
+            (Spf, &good, DA, "Aligned(SpfAndDkim)"),
+            (Spf, &good, DU, "Aligned(Spf)"),
+            (Spf, &bad, DA, "Unaligned(ProviderNotAuthorized)"),
+            (Spf, &bad, DU, "Unaligned(ProviderNotAuthorized)"),
+            (SpfOrDkim, &good, DA, "Aligned(SpfAndDkim)"),
+            (SpfOrDkim, &good, DU, "Aligned(Spf)"),
+            (SpfOrDkim, &bad, DA, "Aligned(Dkim)"),
+            (SpfOrDkim, &bad, DU, "Unaligned(ProviderNotAuthorized)"),
+            (SpfOrDkim, &bad, DT, "Temporary"),
+            (SpfAndDkim, &good, DA, "Aligned(SpfAndDkim)"),
+            (SpfAndDkim, &good, DU, "Unaligned(DkimNotAligned)"),
+            (SpfAndDkim, &bad, DA, "Unaligned(ProviderNotAuthorized)"),
+            (SpfAndDkim, &bad, DU, "Unaligned(ProviderNotAuthorized)"),
+            (SpfAndDkim, &good, DT, "Temporary"),
+        ];
+        for (required, spf, state, expected) in cases {
+            let got = outcome(combine(required, spf, Some(&dkim(state))));
+            assert_eq!(got, expected, "{required:?} spf={spf:?} dkim={state:?}");
+        }
+    }
+
+    #[test]
+    fn without_dkim_only_spf_counts() {
+        for required in [
+            RequiredAlignment::Spf,
+            RequiredAlignment::SpfOrDkim,
+            RequiredAlignment::SpfAndDkim,
+        ] {
+            for dkim_verdict in [None, Some(dkim(DkimState::Off))] {
+                let result = combine(required, &Verdict::Aligned, dkim_verdict.as_ref());
+                assert_eq!(outcome(result), "Aligned(Spf)");
+                let result = combine(required, &spf_unaligned(), dkim_verdict.as_ref());
+                assert_eq!(outcome(result), "Unaligned(ProviderNotAuthorized)");
+            }
+        }
+    }
+
+    #[test]
+    fn temporary_spf_is_no_verdict_unless_dkim_decides() {
+        let either = RequiredAlignment::SpfOrDkim;
+        let both = RequiredAlignment::SpfAndDkim;
+        let t = spf_temporary();
+        assert_eq!(
+            outcome(combine(either, &t, Some(&dkim(DkimState::Aligned)))),
+            "Aligned(Dkim)"
+        );
+        assert_eq!(
+            outcome(combine(either, &t, Some(&dkim(DkimState::Unaligned)))),
+            "Temporary"
+        );
+        assert_eq!(
+            outcome(combine(both, &t, Some(&dkim(DkimState::Unaligned)))),
+            "Unaligned(DkimNotAligned)"
+        );
+        assert_eq!(
+            outcome(combine(both, &t, Some(&dkim(DkimState::ProviderBroken)))),
+            "Temporary"
+        );
     }
 }

@@ -18,7 +18,7 @@ pub fn run(args: CheckArgs) -> ExitCode {
         eprintln!("check: {message}");
         ExitCode::from(EXIT_TEMPORARY)
     };
-    if let Err(message) = args.provider.require_egress() {
+    if let Err(message) = args.provider.validate() {
         return fail(message);
     }
     let config = args.dns.config(1_024);
@@ -39,10 +39,12 @@ pub fn run(args: CheckArgs) -> ExitCode {
         let provider = Provider {
             spf_domain: args.provider.provider_spf_domain.clone(),
             egress_ips: egress.into_iter().collect(),
+            dkim_selectors: args.provider.dkim_selectors(),
         };
         let sender = SenderInput {
             address: format!("postmaster@{domain}"),
             envelope_domain: args.envelope_domain.clone(),
+            required: args.required_alignment,
         };
         Ok::<_, String>(check_sender_detailed(&resolver, &provider, &sender).await)
     });

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::api::RequiredAlignment;
 use crate::controller;
+use crate::dkim::ProviderSelector;
 use crate::dns::{DEFAULT_TIMEOUT_MS, DnsConfig};
 use crate::reconcile::Settings;
 
@@ -50,7 +52,7 @@ impl Cli {
     /// Runs the chosen subcommand.
     pub fn run(self) -> ExitCode {
         match self.command {
-            Command::Run(run) => match run.provider.require_egress() {
+            Command::Run(run) => match run.provider.validate() {
                 Ok(()) => controller::main(run.config()),
                 Err(message) => {
                     eprintln!("run: {message}");
@@ -141,6 +143,7 @@ impl RunArgs {
                 provider_spf_domain: self.provider.provider_spf_domain.clone(),
                 egress_ips: self.provider.provider_egress_ips.clone(),
                 smtp_hosts: self.provider.provider_smtp_hosts.clone(),
+                dkim_selectors: self.provider.dkim_selectors(),
                 default_sender: self.default_sender.clone(),
                 default_interval: self.check_interval,
             },
@@ -184,17 +187,55 @@ pub struct ProviderArgs {
         value_delimiter = ','
     )]
     pub provider_smtp_hosts: Vec<String>,
+
+    /// A DKIM selector the provider signs tenant mail with; customers publish the provider's
+    /// key at `<selector>._domainkey.<their domain>`. Repeatable. Turns the DKIM path on,
+    /// together with --provider-dkim-domain.
+    #[arg(
+        long = "provider-dkim-selector",
+        env = "HDMO_PROVIDER_DKIM_SELECTOR",
+        value_delimiter = ','
+    )]
+    pub provider_dkim_selectors: Vec<String>,
+
+    /// Where the provider publishes its reference key of each selector:
+    /// `<selector>._domainkey.<this domain>`.
+    #[arg(long, env = "HDMO_PROVIDER_DKIM_DOMAIN")]
+    pub provider_dkim_domain: Option<String>,
 }
 
 impl ProviderArgs {
-    /// Fails unless at least one egress address or SMTP host is given.
-    pub fn require_egress(&self) -> Result<(), String> {
+    /// Fails unless at least one egress address or SMTP host is given, and unless the DKIM
+    /// flags come together.
+    pub fn validate(&self) -> Result<(), String> {
         if self.provider_egress_ips.is_empty() && self.provider_smtp_hosts.is_empty() {
             return Err(
                 "give at least one --provider-egress-ip or --provider-smtp-host".to_owned(),
             );
         }
-        Ok(())
+        match (
+            &self.provider_dkim_selectors[..],
+            &self.provider_dkim_domain,
+        ) {
+            ([], Some(_)) => {
+                Err("--provider-dkim-domain needs --provider-dkim-selector".to_owned())
+            }
+            ([_, ..], None) => {
+                Err("--provider-dkim-selector needs --provider-dkim-domain".to_owned())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The DKIM selectors with their reference names; empty when the DKIM path is off.
+    pub fn dkim_selectors(&self) -> Vec<ProviderSelector> {
+        let Some(domain) = &self.provider_dkim_domain else {
+            return Vec::new();
+        };
+        self.provider_dkim_selectors
+            .iter()
+            .map(|selector| ProviderSelector::new(selector, domain))
+            .collect()
     }
 }
 
@@ -256,6 +297,10 @@ pub struct CheckArgs {
     /// The MAIL FROM domain the provider uses for this sender. Default: the From domain.
     #[arg(long)]
     pub envelope_domain: Option<String>,
+    /// The paths that must align for the verdict, as a tenant's `spec.requiredAlignment`:
+    /// `Spf`, `SpfOrDkim` or `SpfAndDkim`.
+    #[arg(long, default_value = "Spf", value_parser = parse_required_alignment)]
+    pub required_alignment: RequiredAlignment,
     #[command(flatten)]
     pub provider: ProviderArgs,
     #[command(flatten)]
@@ -280,6 +325,11 @@ fn parse_nameserver(text: &str) -> Result<SocketAddr, String> {
     text.parse::<IpAddr>()
         .map(|ip| SocketAddr::new(ip, 53))
         .map_err(|_| format!("{text:?} is not ip:port"))
+}
+
+fn parse_required_alignment(text: &str) -> Result<RequiredAlignment, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .map_err(|_| format!("{text:?} is not one of Spf, SpfOrDkim, SpfAndDkim"))
 }
 
 fn parse_interval(text: &str) -> Result<Duration, String> {

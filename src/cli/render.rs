@@ -3,7 +3,10 @@
 
 use std::fmt::Write as _;
 
-use crate::alignment::{CheckDetail, DomainAlignment, Verdict, domain_alignment, mail_from};
+use crate::alignment::{
+    AlignmentPath, CheckDetail, DomainAlignment, Verdict, domain_alignment, mail_from,
+};
+use crate::dkim::DkimReport;
 use crate::dmarc::{self, AlignmentMode, Discovery};
 use crate::names::address_domain;
 use crate::spf::{MAX_LOOKUPS, MAX_VOID_LOOKUPS, Node, NodeKind, SpfOutcome, SpfResult};
@@ -152,10 +155,11 @@ pub fn check(detail: &CheckDetail, provider_domain: &str) -> String {
         let policy = |p: &Option<String>| p.clone().unwrap_or_else(|| "-".to_string());
         let _ = writeln!(
             out,
-            "  p={}  sp={}  aspf={}",
+            "  p={}  sp={}  aspf={}  adkim={}",
             policy(&dmarc.p),
             policy(&dmarc.sp),
-            dmarc.aspf
+            dmarc.aspf,
+            dmarc.adkim
         );
     }
     let policy_unknown = matches!(detail.dmarc, Some(Discovery::TempError { .. }));
@@ -187,13 +191,23 @@ pub fn check(detail: &CheckDetail, provider_domain: &str) -> String {
         let _ = writeln!(out, "  warning: {warning}");
     }
 
+    dkim_section(check.dkim.as_ref(), &mut out);
+
     out.push('\n');
-    match &check.verdict {
-        Verdict::Aligned => out.push_str("Verdict: Aligned\n"),
-        Verdict::Unaligned { reason, message } => {
+    match (&check.verdict, check.aligned_by) {
+        (Verdict::Aligned, Some(path)) => {
+            let held = match path {
+                AlignmentPath::Spf => "SPF",
+                AlignmentPath::Dkim => "DKIM",
+                AlignmentPath::SpfAndDkim => "SPF and DKIM",
+            };
+            let _ = writeln!(out, "Verdict: Aligned (through {held})");
+        }
+        (Verdict::Aligned, None) => out.push_str("Verdict: Aligned\n"),
+        (Verdict::Unaligned { reason, message }, _) => {
             let _ = writeln!(out, "Verdict: Unaligned ({}): {message}", reason.as_str());
         }
-        Verdict::TemporaryFailure { message } => {
+        (Verdict::TemporaryFailure { message }, _) => {
             let _ = writeln!(out, "Verdict: TemporaryFailure: {message}");
         }
     }
@@ -208,6 +222,40 @@ pub fn check(detail: &CheckDetail, provider_domain: &str) -> String {
         }
     }
     out
+}
+
+/// The DKIM path: the state, then one line per provider selector with the record found.
+fn dkim_section(dkim: Option<&DkimReport>, out: &mut String) {
+    out.push_str("\nDKIM\n");
+    let Some(dkim) = dkim else {
+        out.push_str("  off: the provider configures no DKIM selector\n");
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "  signing domain {}: {} ({})",
+        dkim.signing_domain,
+        dkim.verdict.state.as_str(),
+        dkim.verdict.message
+    );
+    for selector in &dkim.selectors {
+        let _ = writeln!(
+            out,
+            "  {}  {}: {}",
+            selector.name,
+            selector.outcome.as_str(),
+            selector.message
+        );
+        if let Some(record) = &selector.record {
+            let _ = writeln!(out, "    record:  \"{}\"", record.escape_debug());
+        }
+        for target in &selector.cname_chain {
+            let _ = writeln!(out, "    CNAME -> {target}");
+        }
+        for warning in &selector.warnings {
+            let _ = writeln!(out, "    warning: {warning}");
+        }
+    }
 }
 
 /// The include tree, one line per domain, indented by depth:

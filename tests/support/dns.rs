@@ -80,6 +80,14 @@ fn key(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// A TXT text as character-strings of at most 255 bytes each (RFC 1035 §3.3.14).
+fn character_strings(text: &str) -> Vec<Vec<u8>> {
+    if text.is_empty() {
+        return vec![Vec::new()];
+    }
+    text.as_bytes().chunks(255).map(<[u8]>::to_vec).collect()
+}
+
 impl Zone {
     pub fn new() -> Self {
         Self {
@@ -105,7 +113,7 @@ impl Zone {
     /// Replaces the TXT records of `name` with one record holding `text`.
     pub fn set_txt(&mut self, name: &str, text: &str) -> &mut Self {
         self.remove(name, RecordType::TXT);
-        self.add(name, DEFAULT_TTL, Data::Txt(vec![text.as_bytes().to_vec()]))
+        self.add(name, DEFAULT_TTL, Data::Txt(character_strings(text)))
     }
 
     /// Sets or clears a fault on `name`.
@@ -119,8 +127,7 @@ impl Zone {
 
     /// One TXT record of one string (split into 255-byte strings when longer).
     pub fn txt(mut self, name: &str, text: &str) -> Self {
-        let strings = text.as_bytes().chunks(255).map(<[u8]>::to_vec).collect();
-        self.add(name, DEFAULT_TTL, Data::Txt(strings));
+        self.add(name, DEFAULT_TTL, Data::Txt(character_strings(text)));
         self
     }
 
