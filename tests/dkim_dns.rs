@@ -58,6 +58,7 @@ fn config(server: &TestDns) -> DnsConfig {
         nameservers: vec![server.addr()],
         timeout: Duration::from_millis(300),
         cache_size: 0,
+        cache_size_fixed: true,
     }
 }
 

@@ -445,6 +445,7 @@ impl TestDns {
             nameservers: vec![self.addr()],
             timeout,
             cache_size,
+            cache_size_fixed: true,
         }
     }
 
