@@ -173,3 +173,41 @@ async fn timeouts_are_cached_briefly() {
     assert!(results.iter().all(|r| *r == Err(DnsError::Timeout)));
     assert_eq!(dns.upstream_queries(), 2);
 }
+
+#[tokio::test]
+async fn the_reported_ttl_is_the_largest_seen_for_the_same_data() {
+    // A caching resolver hands out what is left of its entry's TTL; the record's TTL as
+    // published is the largest seen (design §6).
+    let text = b"v=spf1 -all".to_vec();
+    let zone = Zone::new().with_ttl("counted.example.com", 1, Data::Txt(vec![text.clone()]));
+    let server = TestDns::start(zone).await.expect("server");
+    let dns = server.resolver(Duration::from_secs(2), 100);
+    assert_eq!(
+        dns.txt("counted.example.com").await.expect("txt").ttl,
+        Some(1)
+    );
+    server.update(|zone| {
+        zone.remove("counted.example.com", hickory_proto::rr::RecordType::TXT)
+            .add("counted.example.com", 0, Data::Txt(vec![text.clone()]));
+    });
+    // The TTL is the scenario here: the first answer must have expired.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    for _ in 0..3 {
+        let answer = dns.txt("counted.example.com").await.expect("txt");
+        assert_eq!(answer.ttl, Some(1), "the same data keeps its largest TTL");
+    }
+    assert_eq!(server.queries(), 4, "a TTL of 0 is asked for each time");
+
+    // New data starts over with its own TTL.
+    server.update(|zone| {
+        zone.remove("counted.example.com", hickory_proto::rr::RecordType::TXT)
+            .add(
+                "counted.example.com",
+                0,
+                Data::Txt(vec![b"v=spf1 ~all".to_vec()]),
+            );
+    });
+    let answer = dns.txt("counted.example.com").await.expect("txt");
+    assert_eq!(&*answer.records, &[b"v=spf1 ~all".to_vec()]);
+    assert_eq!(answer.ttl, Some(0));
+}
