@@ -105,6 +105,7 @@ fn main() {
         nameservers: vec![server.addr()],
         timeout: Duration::from_secs(2),
         cache_size: 10_000,
+        cache_size_fixed: true,
     })
     .expect("resolver");
     let evaluator = Evaluator::new(resolver.clone());

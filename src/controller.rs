@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::api::{FIELD_MANAGER, HelpdeskTenant};
-use crate::dns::{DnsConfig, QueryEvent, QueryObserver, Resolver};
+use crate::dns::{self, DnsConfig, QueryEvent, QueryObserver, Resolver};
 use crate::reconcile::{self, Context, MANAGED_BY_LABEL, Settings};
 use crate::telemetry::{self, Health, Metrics};
 
@@ -264,6 +264,7 @@ async fn run_controller(
     let store = controller.store();
     let ready_store = store.clone();
     let ready_health = health.clone();
+    let ready_resolver = ctx.resolver.clone();
     let ready = tokio::spawn(async move {
         // The store's readiness signal wakes only its latest waiter, and the controller waits
         // on it too: poll again every so often instead of trusting one wake-up.
@@ -272,6 +273,10 @@ async fn run_controller(
                 .await
             {
                 Ok(Ok(())) => {
+                    // The DNS cache is sized for the fleet (design §6 "DNS").
+                    ready_resolver.ensure_capacity(dns::cache_capacity_for_tenants(
+                        ready_store.state().len(),
+                    ));
                     info!("caches synced");
                     ready_health.set_ready(true);
                     return;
@@ -301,6 +306,9 @@ async fn run_controller(
                 .iter()
                 .map(|t| (t.namespace().unwrap_or_default(), t.name_any()))
                 .collect();
+            prune_ctx
+                .resolver
+                .ensure_capacity(dns::cache_capacity_for_tenants(live.len()));
             prune_ctx
                 .schedule
                 .retain(|namespace, name| live.contains(&(namespace.to_owned(), name.to_owned())));

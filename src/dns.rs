@@ -2,16 +2,18 @@
 //!
 //! The SPF evaluator and the DMARC lookup see only the small [`Dns`] trait. The real
 //! implementation, [`Resolver`], wraps one hickory resolver and adds one cache shared by every
-//! clone: answers are kept for their TTL (negative answers for the SOA minimum), and concurrent
-//! lookups of the same (name, type) wait for a single upstream query. Every upstream query is
-//! counted so the operator can show how much DNS traffic its checks cause.
+//! clone: answers are kept for their TTL (negative answers for the SOA minimum, server failures
+//! and timeouts for [`ERROR_TTL`]), and concurrent lookups of the same (name, type) wait for a
+//! single upstream query. The cache is bounded, evicts in O(1) and grows with the fleet
+//! (design §6 "DNS"). Every upstream query is counted so the operator can show how much DNS
+//! traffic its checks cause.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use hickory_resolver::TokioResolver;
@@ -30,6 +32,14 @@ const MAX_POSITIVE_TTL: u32 = 86_400;
 const MAX_NEGATIVE_TTL: u32 = 3_600;
 /// How long a negative answer is kept when the server sent no SOA to say.
 const DEFAULT_NEGATIVE_TTL: u32 = 60;
+/// How long a server failure, a refusal or a timeout is kept, so an outage does not multiply
+/// queries (RFC 2308 §7 allows up to five minutes; design §6).
+pub const ERROR_TTL: u32 = 5;
+/// The cache capacity when nothing else says: the floor of [`cache_capacity_for_tenants`].
+pub const DEFAULT_CACHE_SIZE: usize = 10_000;
+/// Cache entries set aside per tenant: its SPF record, its DMARC record and the names its
+/// record and DKIM selectors lead to.
+pub const ENTRIES_PER_TENANT: usize = 4;
 
 /// One DNS answer: the records of the asked type, possibly none.
 ///
@@ -116,8 +126,11 @@ pub struct DnsConfig {
     pub nameservers: Vec<SocketAddr>,
     /// Time allowed for one query attempt; a query is tried twice before it times out.
     pub timeout: Duration,
-    /// Number of (name, type) answers kept. 0 keeps nothing beyond the queries in flight.
+    /// Number of (name, type) answers kept at first. 0 keeps nothing beyond the queries in
+    /// flight.
     pub cache_size: usize,
+    /// `cache_size` is the operator's choice: [`Resolver::ensure_capacity`] leaves it alone.
+    pub cache_size_fixed: bool,
 }
 
 impl Default for DnsConfig {
@@ -125,7 +138,8 @@ impl Default for DnsConfig {
         Self {
             nameservers: Vec::new(),
             timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS),
-            cache_size: 10_000,
+            cache_size: DEFAULT_CACHE_SIZE,
+            cache_size_fixed: false,
         }
     }
 }
@@ -156,7 +170,7 @@ pub struct QueryEvent {
 pub type QueryObserver = Arc<dyn Fn(&QueryEvent) + Send + Sync>;
 
 /// The records of one answer, kept in the cache.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Records {
     Txt(Arc<[Vec<u8>]>),
     A(Arc<[Ipv4Addr]>),
@@ -171,11 +185,35 @@ struct CachedAnswer {
     nxdomain: bool,
 }
 
+impl CachedAnswer {
+    /// The same DNS data: the same records (in the same order) and the same RCODE.
+    fn same_data(&self, other: &CachedAnswer) -> bool {
+        self.nxdomain == other.nxdomain && self.records == other.records
+    }
+}
+
 type Outcome = Result<CachedAnswer, DnsError>;
 
-/// One cache entry: filled once by whichever lookup gets there first.
+/// One finished upstream query, as the cache keeps it.
+#[derive(Debug)]
+struct Entry {
+    outcome: Outcome,
+    /// Until when lookups are answered from `outcome` without asking upstream.
+    fresh_until: Instant,
+    /// The latest answer (not error) seen for the key, with the largest TTL seen for its data:
+    /// what the next answer with the same data reports as its TTL (design §6).
+    last_answer: Option<CachedAnswer>,
+}
+
+impl Entry {
+    fn fresh(&self, now: Instant) -> bool {
+        self.fresh_until > now
+    }
+}
+
+/// A query in flight: filled once by whichever lookup gets there first.
 struct Slot {
-    cell: OnceCell<(Outcome, Instant)>,
+    cell: OnceCell<Arc<Entry>>,
 }
 
 impl Slot {
@@ -184,20 +222,116 @@ impl Slot {
             cell: OnceCell::new(),
         })
     }
-
-    /// Filled and past its expiry.
-    fn expired(&self, now: Instant) -> bool {
-        matches!(self.cell.get(), Some((_, expires)) if *expires <= now)
-    }
 }
 
 type Key = (String, RecordType);
 
+/// The answers kept between lookups (design §6 "DNS").
+///
+/// Bounded by a number of entries and evicting the least recently used one in O(1): a moka
+/// cache with its LRU policy. An entry stays after it stops being fresh, until it is evicted or
+/// [`RETAIN_ENTRY`] old, so the largest TTL seen for a record outlives the record's own TTL.
+/// The capacity only grows ([`AnswerCache::ensure_capacity`]); growing rebuilds the cache once
+/// and copies its entries, and grows by at least a quarter so that happens rarely.
+struct AnswerCache {
+    cache: RwLock<moka::sync::Cache<Key, Arc<Entry>>>,
+    capacity: AtomicU64,
+    /// The capacity was set by the operator (`--dns-cache-size`) and does not grow.
+    fixed: bool,
+}
+
+/// Longest time an entry is kept at all, fresh or not.
+const RETAIN_ENTRY: Duration = Duration::from_secs(MAX_POSITIVE_TTL as u64);
+
+impl AnswerCache {
+    fn new(capacity: usize, fixed: bool) -> Self {
+        let capacity = capacity as u64;
+        Self {
+            cache: RwLock::new(Self::build(capacity)),
+            capacity: AtomicU64::new(capacity),
+            fixed,
+        }
+    }
+
+    fn build(capacity: u64) -> moka::sync::Cache<Key, Arc<Entry>> {
+        moka::sync::Cache::builder()
+            .max_capacity(capacity)
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
+            .time_to_live(RETAIN_ENTRY)
+            .build()
+    }
+
+    fn handle(&self) -> moka::sync::Cache<Key, Arc<Entry>> {
+        // The handle is a cheap clone of shared state; a poisoned lock still holds a whole one.
+        self.cache
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn capacity(&self) -> usize {
+        usize::try_from(self.capacity.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
+    }
+
+    fn get(&self, key: &Key) -> Option<Arc<Entry>> {
+        if self.capacity() == 0 {
+            return None;
+        }
+        self.handle().get(key)
+    }
+
+    fn insert(&self, key: Key, entry: Arc<Entry>) {
+        // Capacity 0 keeps nothing: moka would hold an entry until its next maintenance.
+        if self.capacity() > 0 {
+            let cache = self.handle();
+            cache.insert(key, entry);
+            // moka evicts in batches; settling them on each insert (once per upstream query,
+            // amortized O(1)) keeps the bound exact rather than eventual.
+            cache.run_pending_tasks();
+        }
+    }
+
+    fn clear(&self) {
+        self.handle().invalidate_all();
+    }
+
+    /// Raises the capacity to at least `entries` unless it is fixed. Returns whether it grew.
+    fn ensure_capacity(&self, entries: usize) -> bool {
+        if self.fixed {
+            return false;
+        }
+        let entries = entries as u64;
+        let mut cache = self
+            .cache
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let current = self.capacity.load(Ordering::Relaxed);
+        if entries <= current {
+            return false;
+        }
+        let grown = entries.max(current.saturating_add(current / 4));
+        let bigger = Self::build(grown);
+        for (key, entry) in cache.iter() {
+            bigger.insert(Key::clone(&key), entry);
+        }
+        *cache = bigger;
+        self.capacity.store(grown, Ordering::Relaxed);
+        true
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> u64 {
+        let cache = self.handle();
+        cache.run_pending_tasks();
+        cache.entry_count()
+    }
+}
+
 struct Inner {
     resolver: TokioResolver,
     budget: Duration,
-    cache_size: usize,
-    slots: Mutex<HashMap<Key, Arc<Slot>>>,
+    answers: AnswerCache,
+    flights: Mutex<HashMap<Key, Arc<Slot>>>,
     lookups: AtomicU64,
     cache_hits: AtomicU64,
     upstream_queries: AtomicU64,
@@ -214,10 +348,18 @@ pub struct Resolver {
 impl fmt::Debug for Resolver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Resolver")
-            .field("cache_size", &self.inner.cache_size)
+            .field("cache_capacity", &self.cache_capacity())
             .field("stats", &self.stats())
             .finish()
     }
+}
+
+/// The cache capacity for a fleet of `tenants`: [`ENTRIES_PER_TENANT`] each, at least
+/// [`DEFAULT_CACHE_SIZE`].
+pub fn cache_capacity_for_tenants(tenants: usize) -> usize {
+    tenants
+        .saturating_mul(ENTRIES_PER_TENANT)
+        .max(DEFAULT_CACHE_SIZE)
 }
 
 impl Resolver {
@@ -266,8 +408,8 @@ impl Resolver {
             inner: Arc::new(Inner {
                 resolver,
                 budget,
-                cache_size: config.cache_size,
-                slots: Mutex::new(HashMap::new()),
+                answers: AnswerCache::new(config.cache_size, config.cache_size_fixed),
+                flights: Mutex::new(HashMap::new()),
                 lookups: AtomicU64::new(0),
                 cache_hits: AtomicU64::new(0),
                 upstream_queries: AtomicU64::new(0),
@@ -295,75 +437,112 @@ impl Resolver {
 
     /// Forgets every cached answer (queries in flight complete as usual).
     pub fn clear_cache(&self) {
-        self.lock_slots().clear();
+        self.inner.answers.clear();
     }
 
-    fn lock_slots(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<Slot>>> {
+    /// How many (name, type) entries the cache holds at most.
+    pub fn cache_capacity(&self) -> usize {
+        self.inner.answers.capacity()
+    }
+
+    /// Raises the cache capacity to at least `entries` (see [`cache_capacity_for_tenants`]),
+    /// keeping what is cached. Does nothing when the capacity was fixed by
+    /// [`DnsConfig::cache_size_fixed`] or is already as large. Returns whether it grew.
+    pub fn ensure_capacity(&self, entries: usize) -> bool {
+        self.inner.answers.ensure_capacity(entries)
+    }
+
+    fn lock_flights(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<Slot>>> {
         // A panic while holding the lock leaves the map consistent (no partial updates).
         self.inner
-            .slots
+            .flights
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The slot for `key`: the cached or in-flight one, or a fresh one.
-    fn slot(&self, key: &Key) -> (Arc<Slot>, bool) {
-        let now = Instant::now();
-        let mut slots = self.lock_slots();
-        if let Some(slot) = slots.get(key)
-            && !slot.expired(now)
-        {
-            return (Arc::clone(slot), true);
-        }
-        if slots.len() >= self.inner.cache_size.max(1) && !slots.contains_key(key) {
-            slots.retain(|_, slot| slot.cell.get().is_none() || !slot.expired(now));
-            if slots.len() >= self.inner.cache_size.max(1) {
-                // Still full of live answers: drop the one closest to expiry.
-                let oldest = slots
-                    .iter()
-                    .filter_map(|(k, slot)| slot.cell.get().map(|(_, exp)| (k, *exp)))
-                    .min_by_key(|(_, exp)| *exp)
-                    .map(|(k, _)| k.clone());
-                if let Some(oldest) = oldest {
-                    slots.remove(&oldest);
-                }
-            }
-        }
-        let slot = Slot::new();
-        slots.insert(key.clone(), Arc::clone(&slot));
-        (slot, false)
+    /// The cached entry for `key` while it is fresh.
+    fn fresh(&self, key: &Key) -> Option<Arc<Entry>> {
+        self.inner
+            .answers
+            .get(key)
+            .filter(|entry| entry.fresh(Instant::now()))
     }
 
-    /// Removes `slot` from the map unless another lookup has replaced it already.
+    /// Removes `slot` from the in-flight map unless another lookup has replaced it already.
     fn forget(&self, key: &Key, slot: &Arc<Slot>) {
-        let mut slots = self.lock_slots();
-        if slots.get(key).is_some_and(|s| Arc::ptr_eq(s, slot)) {
-            slots.remove(key);
+        let mut flights = self.lock_flights();
+        if flights.get(key).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            flights.remove(key);
         }
     }
 
     async fn lookup(&self, name: &str, record_type: RecordType) -> Outcome {
         self.inner.lookups.fetch_add(1, Ordering::Relaxed);
         let key = (normalize_domain(name), record_type);
-        let (slot, existing) = self.slot(&key);
+        if let Some(entry) = self.fresh(&key) {
+            self.inner.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return entry.outcome.clone();
+        }
+        let slot = {
+            let mut flights = self.lock_flights();
+            // Asked again under the lock: a finished query stores its entry before it leaves
+            // the in-flight map, so a lookup sees one or the other.
+            if let Some(entry) = self.fresh(&key) {
+                self.inner.cache_hits.fetch_add(1, Ordering::Relaxed);
+                return entry.outcome.clone();
+            }
+            Arc::clone(flights.entry(key.clone()).or_insert_with(Slot::new))
+        };
         let mut queried = false;
-        let (outcome, expires) = slot
+        let entry = slot
             .cell
             .get_or_init(|| {
                 queried = true;
-                self.query_upstream(&key.0, record_type)
+                self.query_and_keep(&key)
             })
             .await;
-        if existing && !queried {
+        let outcome = entry.outcome.clone();
+        if queried {
+            self.forget(&key, &slot);
+        } else {
             self.inner.cache_hits.fetch_add(1, Ordering::Relaxed);
         }
-        if queried && (self.inner.cache_size == 0 || *expires <= Instant::now()) {
-            self.forget(&key, &slot);
-        }
-        outcome.clone()
+        outcome
     }
 
-    async fn query_upstream(&self, name: &str, record_type: RecordType) -> (Outcome, Instant) {
+    /// Asks upstream, stores the entry in the cache and returns it.
+    async fn query_and_keep(&self, key: &Key) -> Arc<Entry> {
+        let (outcome, keep) = self.query_upstream(&key.0, key.1).await;
+        let previous = self
+            .inner
+            .answers
+            .get(key)
+            .and_then(|entry| entry.last_answer.clone());
+        let (outcome, last_answer) = match outcome {
+            Ok(mut answer) => {
+                // A caching resolver hands out the remainder of its own entry's TTL: report
+                // the largest TTL seen for the same data instead (design §6).
+                if let Some(previous) = previous.filter(|p| p.same_data(&answer)) {
+                    answer.ttl = match (answer.ttl, previous.ttl) {
+                        (Some(now), Some(before)) => Some(now.max(before)),
+                        (now, before) => now.or(before),
+                    };
+                }
+                (Ok(answer.clone()), Some(answer))
+            }
+            Err(err) => (Err(err), previous),
+        };
+        let entry = Arc::new(Entry {
+            outcome,
+            fresh_until: Instant::now() + keep,
+            last_answer,
+        });
+        self.inner.answers.insert(key.clone(), Arc::clone(&entry));
+        entry
+    }
+
+    /// One upstream query: its outcome and how long the outcome may be cached.
+    async fn query_upstream(&self, name: &str, record_type: RecordType) -> (Outcome, Duration) {
         self.inner.upstream_queries.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         // Labels go on the wire as they are: SPF targets may hold any visible character.
@@ -400,16 +579,15 @@ impl Resolver {
                 outcome: label,
             });
         }
-        let now = Instant::now();
         let keep = match &outcome {
             Ok(answer) if records_empty(&answer.records) => answer
                 .ttl
                 .unwrap_or(DEFAULT_NEGATIVE_TTL)
                 .min(MAX_NEGATIVE_TTL),
             Ok(answer) => answer.ttl.unwrap_or(0).min(MAX_POSITIVE_TTL),
-            Err(_) => 0,
+            Err(_) => ERROR_TTL,
         };
-        (outcome, now + Duration::from_secs(u64::from(keep)))
+        (outcome, Duration::from_secs(u64::from(keep)))
     }
 
     async fn typed<T>(
@@ -663,6 +841,96 @@ mod tests {
         );
         assert_eq!(character_strings(b"").as_deref(), Some(&b""[..]));
         assert_eq!(character_strings(b"\x05abc"), None);
+    }
+
+    fn key(name: &str) -> Key {
+        (name.to_string(), RecordType::TXT)
+    }
+
+    fn entry(text: &str) -> Arc<Entry> {
+        let answer = CachedAnswer {
+            records: Records::Txt(vec![text.as_bytes().to_vec()].into()),
+            ttl: Some(300),
+            nxdomain: false,
+        };
+        Arc::new(Entry {
+            outcome: Ok(answer.clone()),
+            fresh_until: Instant::now() + Duration::from_secs(300),
+            last_answer: Some(answer),
+        })
+    }
+
+    #[test]
+    fn cache_evicts_the_least_recently_used() {
+        let cache = AnswerCache::new(3, false);
+        for name in ["a", "b", "c"] {
+            cache.insert(key(name), entry(name));
+        }
+        // moka applies writes and records reads in batches; settle them to see the order.
+        cache.handle().run_pending_tasks();
+        assert!(cache.get(&key("a")).is_some());
+        cache.handle().run_pending_tasks();
+        cache.insert(key("d"), entry("d"));
+        assert_eq!(cache.len(), 3);
+        assert!(cache.get(&key("b")).is_none(), "b was used least recently");
+        for name in ["a", "c", "d"] {
+            assert!(cache.get(&key(name)).is_some(), "{name} kept");
+        }
+        cache.handle().run_pending_tasks();
+        cache.insert(key("e"), entry("e"));
+        assert_eq!(cache.len(), 3);
+        assert!(cache.get(&key("a")).is_none(), "then a");
+    }
+
+    #[test]
+    fn cache_holds_its_capacity_and_no_more() {
+        let cache = AnswerCache::new(100, false);
+        for n in 0..1_000 {
+            cache.insert(key(&format!("n{n}.example")), entry("x"));
+        }
+        assert_eq!(cache.len(), 100);
+        // The latest entries are the ones kept.
+        assert!(cache.get(&key("n999.example")).is_some());
+        assert!(cache.get(&key("n0.example")).is_none());
+    }
+
+    #[test]
+    fn capacity_zero_keeps_nothing() {
+        let cache = AnswerCache::new(0, true);
+        cache.insert(key("a"), entry("a"));
+        assert!(cache.get(&key("a")).is_none());
+    }
+
+    #[test]
+    fn capacity_grows_keeping_entries_unless_fixed() {
+        let cache = AnswerCache::new(100, false);
+        cache.insert(key("a"), entry("a"));
+        cache.insert(key("b"), entry("b"));
+        assert!(!cache.ensure_capacity(100), "not larger");
+        // At least a quarter more, so growing one tenant at a time rebuilds rarely.
+        assert!(cache.ensure_capacity(101));
+        assert_eq!(cache.capacity(), 125);
+        assert!(!cache.ensure_capacity(120));
+        assert!(cache.ensure_capacity(1_000));
+        assert_eq!(cache.capacity(), 1_000);
+        assert!(cache.get(&key("a")).is_some() && cache.get(&key("b")).is_some());
+        for n in 0..998 {
+            cache.insert(key(&format!("n{n}")), entry("x"));
+        }
+        assert_eq!(cache.len(), 1_000, "nothing evicted at the new capacity");
+        assert!(cache.get(&key("a")).is_some());
+
+        let fixed = AnswerCache::new(2, true);
+        assert!(!fixed.ensure_capacity(1_000));
+        assert_eq!(fixed.capacity(), 2);
+    }
+
+    #[test]
+    fn capacity_for_tenants_has_a_floor() {
+        assert_eq!(cache_capacity_for_tenants(0), DEFAULT_CACHE_SIZE);
+        assert_eq!(cache_capacity_for_tenants(1_000), DEFAULT_CACHE_SIZE);
+        assert_eq!(cache_capacity_for_tenants(10_000), 40_000);
+        assert_eq!(cache_capacity_for_tenants(usize::MAX), usize::MAX);
     }
 
     #[test]

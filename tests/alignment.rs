@@ -107,6 +107,35 @@ async fn aligned_when_every_address_passes_through_the_include() {
 }
 
 #[tokio::test]
+async fn strict_void_reading_is_a_lint_not_a_verdict() {
+    // The mx hosts have no address of either family: each egress address's evaluation sees
+    // three empty address answers, which only the strict reading counts as void.
+    let zone = zone()
+        .txt(
+            "customer.example",
+            "v=spf1 mx include:spf.provider.example -all",
+        )
+        .mx("customer.example", 10, "h1.customer.example")
+        .mx("customer.example", 20, "h2.customer.example")
+        .mx("customer.example", 30, "h3.customer.example")
+        .txt("h1.customer.example", "no address")
+        .txt("h2.customer.example", "no address")
+        .txt("h3.customer.example", "no address");
+    let check = check(zone, sender("support@customer.example", None)).await;
+    assert_eq!(check.verdict, Verdict::Aligned, "{check:#?}");
+    assert_eq!(results(&check), vec![SpfResult::Pass, SpfResult::Pass]);
+    assert_eq!(check.spf.void_lookups, 0);
+    let lints: Vec<&String> = check
+        .spf
+        .warnings
+        .iter()
+        .filter(|w| w.contains("such as pyspf and Mail::SPF"))
+        .collect();
+    assert_eq!(lints.len(), 1, "{:?}", check.spf.warnings);
+    assert!(lints[0].starts_with("3 void lookups"), "{}", lints[0]);
+}
+
+#[tokio::test]
 async fn missing_include_is_unaligned_with_a_suggestion() {
     let zone = zone()
         .txt("customer.example", "v=spf1 mx -all")

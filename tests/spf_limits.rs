@@ -5,6 +5,7 @@ mod support;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use helpdesk_mail_operator::spf::lints::strict_void_lint;
 use helpdesk_mail_operator::spf::{Evaluator, SpfOutcome, SpfQuery, SpfResult};
 use support::dns::{Fault, TestDns, Zone};
 
@@ -81,6 +82,62 @@ async fn two_voids_are_fine_three_are_permerror() {
     let outcome = evaluate(three, "192.0.2.1", "example.com").await;
     assert_eq!(outcome.result, SpfResult::Permerror);
     assert_eq!(outcome.trace.void_lookups, 3);
+}
+
+#[tokio::test]
+async fn empty_address_answers_of_mx_hosts_and_ptr_names_count_only_strictly() {
+    // Three mx hosts with only AAAA records: an IPv4 client gets three empty A answers. The
+    // engine does not count them as void (design §6); pyspf and Mail::SPF do.
+    let zone = Zone::new()
+        .txt("example.com", "v=spf1 mx:m.example.com ip4:192.0.2.1 -all")
+        .mx("m.example.com", 10, "h1.example.com")
+        .mx("m.example.com", 20, "h2.example.com")
+        .mx("m.example.com", 30, "h3.example.com")
+        .aaaa("h1.example.com", "2001:db8::1")
+        .aaaa("h2.example.com", "2001:db8::2")
+        .aaaa("h3.example.com", "2001:db8::3");
+    let outcome = evaluate(zone, "192.0.2.1", "example.com").await;
+    assert_eq!(
+        outcome.result,
+        SpfResult::Pass,
+        "the verdict is the lenient one"
+    );
+    assert_eq!(outcome.trace.void_lookups, 0);
+    assert_eq!(outcome.trace.void_lookups_strict, 3);
+    let lint = strict_void_lint(&outcome.trace).expect("the strict reading is permerror");
+    assert!(lint.starts_with("3 void lookups of 2"), "{lint}");
+    assert!(
+        lint.contains(
+            "permerror at receivers that count void address lookups of mx/ptr names, such as \
+             pyspf and Mail::SPF"
+        ),
+        "{lint}"
+    );
+
+    // A ptr whose names have no address, plus one ordinary void: 1 + 2 strictly.
+    let zone = Zone::new()
+        .txt(
+            "example.com",
+            "v=spf1 a:gone.example.net ptr ip4:192.0.2.1 -all",
+        )
+        .ptr("1.2.0.192.in-addr.arpa", "p1.example.org")
+        .ptr("1.2.0.192.in-addr.arpa", "p2.example.org")
+        .txt("p1.example.org", "no address here");
+    let outcome = evaluate(zone, "192.0.2.1", "example.com").await;
+    assert_eq!(outcome.result, SpfResult::Pass);
+    assert_eq!(outcome.trace.void_lookups, 1);
+    assert_eq!(outcome.trace.void_lookups_strict, 3);
+    assert!(strict_void_lint(&outcome.trace).is_some());
+
+    // Two strict voids are within the limit either way: no lint.
+    let zone = Zone::new()
+        .txt("example.com", "v=spf1 mx:m.example.com ip4:192.0.2.1 -all")
+        .mx("m.example.com", 10, "h1.example.com")
+        .mx("m.example.com", 20, "h2.example.com")
+        .a("h1.example.com", "198.51.100.1");
+    let outcome = evaluate(zone, "192.0.2.1", "example.com").await;
+    assert_eq!(outcome.trace.void_lookups_strict, 1);
+    assert_eq!(strict_void_lint(&outcome.trace), None);
 }
 
 fn mx_hosts(n: u16) -> Zone {

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use crate::dkim::{SelectorDns, check_domain, fetch_provider_keys};
 use crate::dmarc::{self, AlignmentMode, Discovery};
 use crate::names::{address_domain, normalize_domain, split_address};
-use crate::spf::lints::{lint, tree_reaches, type99_only};
+use crate::spf::lints::{lint, strict_void_lint, tree_reaches, type99_only};
 use crate::spf::{
     Evaluator, MAX_LOOKUPS, Node, NodeKind, SpfOutcome, SpfQuery, SpfResult, parse_record,
 };
@@ -195,6 +195,15 @@ fn spf_report(tree: &SpfOutcome, evaluations: &[SpfOutcome], provider_domain: &s
         warnings.extend(lint(text, &record, known));
     }
     warnings.extend(nested_duplicates(root, &warnings));
+    // Receivers see the egress addresses, not the probe: the worst of those evaluations.
+    if let Some(warning) = evaluations
+        .iter()
+        .filter(|outcome| strict_void_lint(&outcome.trace).is_some())
+        .max_by_key(|outcome| outcome.trace.void_lookups_strict)
+        .and_then(|outcome| strict_void_lint(&outcome.trace))
+    {
+        warnings.push(warning);
+    }
     if worst_case > MAX_LOOKUPS {
         warnings.push(format!(
             "the record needs more than {MAX_LOOKUPS} DNS lookups: receivers answer permerror \

@@ -250,12 +250,24 @@ pub struct DnsArgs {
     /// Timeout of one DNS query, in milliseconds.
     #[arg(long, env = "HDMO_DNS_TIMEOUT_MS", default_value_t = DEFAULT_TIMEOUT_MS)]
     pub dns_timeout_ms: u64,
+
+    /// Number of (name, type) answers the DNS cache holds. Default: 4 per tenant, at least
+    /// 10000, growing with the tenant count.
+    #[arg(long, env = "HDMO_DNS_CACHE_SIZE")]
+    pub dns_cache_size: Option<usize>,
 }
 
 impl DnsArgs {
-    /// The resolver configuration these flags describe.
-    pub fn config(&self, cache_size: usize) -> DnsConfig {
-        dns_config(&self.nameservers, self.dns_timeout_ms, cache_size)
+    /// The resolver configuration these flags describe; `default_cache_size` is the starting
+    /// capacity when `--dns-cache-size` is not given, and may then grow.
+    pub fn config(&self, default_cache_size: usize) -> DnsConfig {
+        let mut config = dns_config(
+            &self.nameservers,
+            self.dns_timeout_ms,
+            self.dns_cache_size.unwrap_or(default_cache_size),
+        );
+        config.cache_size_fixed = self.dns_cache_size.is_some();
+        config
     }
 }
 
@@ -344,6 +356,7 @@ fn dns_config(nameservers: &[SocketAddr], timeout_ms: u64, cache_size: usize) ->
         nameservers: nameservers.to_vec(),
         timeout: Duration::from_millis(timeout_ms.max(1)),
         cache_size,
+        cache_size_fixed: true,
     }
 }
 

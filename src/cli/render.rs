@@ -123,9 +123,18 @@ pub fn check(detail: &CheckDetail, provider_domain: &str) -> String {
             (None, Some(error)) => error.clone(),
             (None, None) => "no term matched".to_string(),
         };
+        // The strict count (design §6) is shown only where it differs.
+        let strict = if trace.void_lookups_strict == trace.void_lookups {
+            String::new()
+        } else {
+            format!(
+                ", {} counting mx/ptr address answers",
+                trace.void_lookups_strict
+            )
+        };
         let _ = writeln!(
             out,
-            "  {:width$}  {:9}  {why}  ({} of {MAX_LOOKUPS} lookups, {} void)",
+            "  {:width$}  {:9}  {why}  ({} of {MAX_LOOKUPS} lookups, {} void{strict})",
             trace.ip.to_string(),
             outcome.result.as_str(),
             trace.lookups,
@@ -307,8 +316,8 @@ pub fn spf_outcome(outcome: &SpfOutcome) -> String {
     let _ = writeln!(out, "lookups:      {} of {MAX_LOOKUPS}", trace.lookups);
     let _ = writeln!(
         out,
-        "void lookups: {} of {MAX_VOID_LOOKUPS}",
-        trace.void_lookups
+        "void lookups: {} of {MAX_VOID_LOOKUPS} ({} counting mx/ptr address answers)",
+        trace.void_lookups, trace.void_lookups_strict
     );
     match &trace.matched {
         Some(m) => {

@@ -91,6 +91,9 @@ struct Run {
     now: u64,
     lookups: u32,
     voids: u32,
+    /// Voids counted the strict way: also empty address answers for `mx` hosts and `ptr`
+    /// names (design §6 "Void lookups of `mx` and `ptr` names"). Never stops the evaluation.
+    strict_voids: u32,
     terms: Vec<TermTrace>,
     matched: Option<MatchedTerm>,
 }
@@ -108,6 +111,7 @@ impl Run {
     }
 
     fn count_void(&mut self) -> Result<(), Stop> {
+        self.strict_voids += 1;
         self.voids += 1;
         if self.voids > MAX_VOID_LOOKUPS {
             Err(Stop::Perm(format!(
@@ -206,6 +210,7 @@ impl<D: Dns> Evaluator<D> {
             now,
             lookups: 0,
             voids: 0,
+            strict_voids: 0,
             terms: Vec::new(),
             matched: None,
         };
@@ -221,6 +226,7 @@ impl<D: Dns> Evaluator<D> {
                 ip,
                 lookups: run.lookups,
                 void_lookups: run.voids,
+                void_lookups_strict: run.strict_voids,
                 matched: run.matched,
                 terms: run.terms,
                 tree,
@@ -446,7 +452,10 @@ impl<D: Dns> Evaluator<D> {
                     if host.is_empty() || check_domain(host).is_err() {
                         continue;
                     }
-                    let (hit, _) = self.address_match(host, ip, *cidr4, *cidr6).await?;
+                    let (hit, void) = self.address_match(host, ip, *cidr4, *cidr6).await?;
+                    if void {
+                        run.strict_voids += 1;
+                    }
                     if hit {
                         return Ok(true);
                     }
@@ -470,7 +479,8 @@ impl<D: Dns> Evaluator<D> {
                     // A DNS error on the PTR lookup makes the mechanism fail to match (§5.5).
                     Err(_) => return Ok(false),
                 };
-                let validated = self.validated_names(&names, ip).await;
+                let (validated, voids) = self.validated_names(&names, ip).await;
+                run.strict_voids += voids;
                 Ok(validated
                     .iter()
                     .any(|name| is_same_or_subdomain(name, &target)))
@@ -519,28 +529,31 @@ impl<D: Dns> Evaluator<D> {
         }
     }
 
-    /// The names among `names` (first 10) whose addresses include `ip` (§5.5).
-    async fn validated_names(&self, names: &[String], ip: IpAddr) -> Vec<String> {
+    /// The names among `names` (first 10) whose addresses include `ip` (§5.5), and how many of
+    /// their address lookups were void.
+    async fn validated_names(&self, names: &[String], ip: IpAddr) -> (Vec<String>, u32) {
         let mut validated = Vec::new();
+        let mut voids = 0;
         for name in names.iter().take(MAX_ADDRESS_LOOKUPS) {
             if check_domain(name).is_err() {
                 continue;
             }
-            let hit = match ip {
+            let (hit, void) = match ip {
                 IpAddr::V4(v4) => match self.dns.a(name).await {
-                    Ok(answer) => answer.records.contains(&v4),
-                    Err(_) => false,
+                    Ok(answer) => (answer.records.contains(&v4), answer.is_void()),
+                    Err(_) => (false, false),
                 },
                 IpAddr::V6(v6) => match self.dns.aaaa(name).await {
-                    Ok(answer) => answer.records.contains(&v6),
-                    Err(_) => false,
+                    Ok(answer) => (answer.records.contains(&v6), answer.is_void()),
+                    Err(_) => (false, false),
                 },
             };
+            voids += u32::from(void);
             if hit {
                 validated.push(name.clone());
             }
         }
-        validated
+        (validated, voids)
     }
 
     /// The `p` macro value (§7.3): a validated name, preferably the domain or below it.
@@ -549,7 +562,7 @@ impl<D: Dns> Evaluator<D> {
             Ok(answer) => answer.records,
             Err(_) => return "unknown".to_string(),
         };
-        let validated = self.validated_names(&names, run.ip).await;
+        let (validated, _) = self.validated_names(&names, run.ip).await;
         validated
             .iter()
             .find(|name| is_same_or_subdomain(name, domain))

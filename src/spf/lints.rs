@@ -1,8 +1,8 @@
 //! Lints of docs/design.md §6 on an SPF record and its evaluation.
 
-use super::eval::MAX_LOOKUPS;
+use super::eval::{MAX_LOOKUPS, MAX_VOID_LOOKUPS};
 use super::record::{Mechanism, Qualifier, Record, Term, is_spf_record};
-use super::trace::Node;
+use super::trace::{Node, Trace};
 use crate::dns::Dns;
 
 /// Records longer than this may not fit a UDP answer.
@@ -68,6 +68,25 @@ pub fn lint(text: &str, record: &Record, lookups: Option<u32>) -> Vec<String> {
         ));
     }
     warnings
+}
+
+/// The receivers named by the strict-void lint.
+pub const STRICT_VOID_RECEIVERS: &str = "pyspf and Mail::SPF";
+
+/// When an evaluation stayed within the void limit as the engine counts, but exceeds it once
+/// empty address answers for `mx` hosts and `ptr` names count too: a warning with that count
+/// (design §6 "Void lookups of `mx` and `ptr` names"). The result is not changed.
+pub fn strict_void_lint(trace: &Trace) -> Option<String> {
+    (trace.void_lookups <= MAX_VOID_LOOKUPS && trace.void_lookups_strict > MAX_VOID_LOOKUPS).then(
+        || {
+            format!(
+                "{} void lookups of {MAX_VOID_LOOKUPS} when empty A/AAAA answers for mx hosts \
+                 and ptr names count: permerror at receivers that count void address lookups \
+                 of mx/ptr names, such as {STRICT_VOID_RECEIVERS}",
+                trace.void_lookups_strict
+            )
+        },
+    )
 }
 
 /// For a domain whose TXT records hold no SPF record: a warning when it publishes one only as

@@ -27,6 +27,10 @@ pub struct Trace {
     pub lookups: u32,
     /// Void lookups used, of 2.
     pub void_lookups: u32,
+    /// Void lookups counted the strict way: `void_lookups` plus empty A/AAAA answers for `mx`
+    /// hosts and `ptr` names, which some receivers count too (design §6). Informational: the
+    /// result follows `void_lookups`.
+    pub void_lookups_strict: u32,
     /// The directive that decided the result, if one matched.
     pub matched: Option<MatchedTerm>,
     /// Every term evaluated, in order, across includes and redirects.

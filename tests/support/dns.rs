@@ -452,6 +452,7 @@ impl TestDns {
             nameservers: vec![self.addr()],
             timeout,
             cache_size,
+            cache_size_fixed: true,
         }
     }
 

@@ -3,3 +3,4 @@
 pub mod cluster;
 pub mod dns;
 pub mod rbac;
+pub mod unbound;
