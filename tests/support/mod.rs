@@ -2,4 +2,5 @@
 
 pub mod cluster;
 pub mod dns;
+pub mod operator;
 pub mod rbac;
