@@ -98,9 +98,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     });
     let resolver = Resolver::with_observer(&config.dns, Some(observer))
         .context("building the DNS resolver")?;
-    let client = Client::try_default()
-        .await
-        .context("connecting to Kubernetes")?;
+    let client = connect().await?;
     let identity = config
         .lease
         .as_ref()
@@ -225,6 +223,42 @@ async fn run_with_lease(
         health.set_ready(true);
     }
     Ok(())
+}
+
+/// A client for the cluster of the kubeconfig or the pod's service account. When there is
+/// none, or it does not answer, the error says so once (kube's errors repeat their sources in
+/// their own text, so only one level of each is shown).
+async fn connect() -> anyhow::Result<Client> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(|error| anyhow::anyhow!("no Kubernetes cluster configured: {error}"))?;
+    let url = config.cluster_url.clone();
+    let client = Client::try_from(config)
+        .map_err(|error| anyhow::anyhow!("cannot build a client for {url}: {error}"))?;
+    // Ask once, so an unreachable cluster shows now and in one line.
+    match tokio::time::timeout(CONNECT_TIMEOUT, client.apiserver_version()).await {
+        Ok(Ok(_)) => Ok(client),
+        Ok(Err(error)) => Err(anyhow::anyhow!(
+            "cannot reach the Kubernetes API server at {url}: {}",
+            innermost(&error)
+        )),
+        Err(_) => Err(anyhow::anyhow!(
+            "cannot reach the Kubernetes API server at {url}: no answer within {} s",
+            CONNECT_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// How long the first request to the API server may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The last cause of an error chain.
+fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(source) = current.source() {
+        current = source;
+    }
+    current.to_string()
 }
 
 /// Runs the Controller until `stop` resolves. Reconciles still running then have been
