@@ -17,12 +17,12 @@ use kube::runtime::controller::Config as ControllerConfig;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
-use kube_lease_manager::LeaseManagerBuilder;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::api::{FIELD_MANAGER, HelpdeskTenant};
 use crate::dns::{self, DnsConfig, QueryEvent, QueryObserver, Resolver};
+use crate::leader::{Elector, Leadership, TermEnd, Timing};
 use crate::reconcile::{self, Context, MANAGED_BY_LABEL, Settings};
 use crate::telemetry::{self, Health, Metrics};
 
@@ -98,9 +98,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     });
     let resolver = Resolver::with_observer(&config.dns, Some(observer))
         .context("building the DNS resolver")?;
-    let client = Client::try_default()
-        .await
-        .context("connecting to Kubernetes")?;
+    let client = connect().await?;
     let identity = config
         .lease
         .as_ref()
@@ -115,12 +113,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
             instance: Some(identity.clone()),
         },
     );
+    // With leader election, nothing may be written before the Lease is won (docs/design.md §8).
+    let leadership = if config.lease.is_some() {
+        Leadership::closed()
+    } else {
+        Leadership::open()
+    };
     let ctx = Arc::new(Context::new(
         client.clone(),
         resolver,
         config.settings.clone(),
         recorder,
         metrics.clone(),
+        Arc::new(leadership),
     ));
     ctx.egress.refresh(&ctx.resolver).await;
     tokio::spawn(refresh_egress_periodically(
@@ -160,7 +165,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reconciles only while holding the Lease; gives it back on shutdown.
+/// Reconciles only while holding the Lease (docs/design.md §8 "High availability"): a term
+/// ends the moment a renewal fails or its deadline passes, which cancels the reconciles in
+/// flight and closes the write gate; the Lease is given back on shutdown.
 async fn run_with_lease(
     config: &Config,
     lease: &LeaseConfig,
@@ -175,60 +182,88 @@ async fn run_with_lease(
         .clone()
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
         .unwrap_or_else(|| "default".to_owned());
-    let duration = lease.duration_seconds.max(2);
-    let manager = LeaseManagerBuilder::new(client, lease.name.clone())
-        .with_namespace(namespace.clone())
-        .with_identity(identity.clone())
-        .with_duration(duration)
-        .with_grace((duration / 3).max(1))
-        // Contenders must apply as different managers: a conflict is how a second one loses.
-        .with_field_manager(format!("{FIELD_MANAGER}-lease-{identity}"))
-        .build()
-        .await
-        .context("setting up leader election")?;
-    let (mut leading, task) = manager.watch().await;
-    info!(lease = %lease.name, %namespace, %identity, "waiting for the Lease");
+    let timing = Timing::scaled(lease.duration_seconds);
+    let mut elector = Elector::new(
+        Api::namespaced(client, &namespace),
+        lease.name.clone(),
+        identity.clone(),
+        timing,
+        format!("{FIELD_MANAGER}-lease"),
+    );
+    info!(
+        lease = %lease.name,
+        %namespace,
+        %identity,
+        lease_seconds = timing.lease_duration.as_secs_f64(),
+        renew_deadline_seconds = timing.renew_deadline.as_secs_f64(),
+        retry_seconds = timing.retry_period.as_secs_f64(),
+        "waiting for the Lease"
+    );
     // A replica waiting for the Lease has nothing to sync: it is ready to take over.
     health.set_ready(true);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            changed = leading.wait_for(|leader| *leader) => {
-                if changed.is_err() {
-                    warn!("leader election stopped");
-                    break;
-                }
-            }
-        }
+    while let Some(term) = elector.acquire(&ctx.leadership, &shutdown).await {
         info!(%identity, "acquired the Lease; reconciling");
         ctx.metrics.leader.set(1);
         health.set_ready(false);
-        let mut watch = leading.clone();
-        let stop = shutdown.clone();
-        let lost = async move {
-            tokio::select! {
-                _ = stop.cancelled() => {}
-                _ = watch.wait_for(|leader| !*leader) => {}
+        let stop = term.clone().cancelled_owned();
+        let (_, end) = tokio::join!(
+            run_controller(config, ctx.clone(), health.clone(), stop),
+            async {
+                let end = elector.keep(&ctx.leadership, &shutdown).await;
+                // Whatever ended the term, the controller stops with it.
+                term.cancel();
+                end
             }
-        };
-        run_controller(config, ctx.clone(), health.clone(), lost).await;
+        );
         ctx.metrics.leader.set(0);
-        if shutdown.is_cancelled() {
-            break;
+        if end == TermEnd::Shutdown {
+            return Ok(());
         }
         warn!(%identity, "lost the Lease; stopped reconciling");
         health.set_ready(true);
     }
-    drop(leading);
-    match task.await {
-        Ok(Ok(_)) => info!("released the Lease"),
-        Ok(Err(error)) => warn!(%error, "could not release the Lease"),
-        Err(error) => warn!(%error, "leader election task failed"),
-    }
     Ok(())
 }
 
-/// Runs the Controller until `stop` resolves, then lets running reconciles finish.
+/// A client for the cluster of the kubeconfig or the pod's service account. When there is
+/// none, or it does not answer, the error says so once (kube's errors repeat their sources in
+/// their own text, so only one level of each is shown).
+async fn connect() -> anyhow::Result<Client> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(|error| anyhow::anyhow!("no Kubernetes cluster configured: {error}"))?;
+    let url = config.cluster_url.clone();
+    let client = Client::try_from(config)
+        .map_err(|error| anyhow::anyhow!("cannot build a client for {url}: {error}"))?;
+    // Ask once, so an unreachable cluster shows now and in one line.
+    match tokio::time::timeout(CONNECT_TIMEOUT, client.apiserver_version()).await {
+        Ok(Ok(_)) => Ok(client),
+        Ok(Err(error)) => Err(anyhow::anyhow!(
+            "cannot reach the Kubernetes API server at {url}: {}",
+            innermost(&error)
+        )),
+        Err(_) => Err(anyhow::anyhow!(
+            "cannot reach the Kubernetes API server at {url}: no answer within {} s",
+            CONNECT_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// How long the first request to the API server may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The last cause of an error chain.
+fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(source) = current.source() {
+        current = source;
+    }
+    current.to_string()
+}
+
+/// Runs the Controller until `stop` resolves. Reconciles still running then have been
+/// cancelled with the term (see [`reconcile::reconcile`]), so the shutdown does not wait for
+/// their writes.
 async fn run_controller(
     config: &Config,
     ctx: Arc<Context>,

@@ -20,6 +20,7 @@
 //! | [`schedule`] | when each tenant is due, retry counts, jitter and backoff |
 //! | [`telemetry`] | logs, metrics, `/healthz`, `/readyz` |
 //! | [`reconcile`] | observe -> decide -> act for one tenant, and the error policy |
+//! | [`leader`] | leader election on a Lease, with a renew deadline that fences writes |
 //! | [`controller`] | watches, leader election, shutdown |
 //! | [`cli`] | every command-line type, the one-shot commands and their renderers |
 
@@ -33,6 +34,7 @@ pub mod dkim;
 pub mod dmarc;
 pub mod dns;
 pub mod egress;
+pub mod leader;
 pub mod mail_settings;
 pub mod names;
 pub mod reconcile;

@@ -3,9 +3,9 @@
 //! act (apply the owned ConfigMap keys, patch the status, emit Events, all only when something
 //! changed).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -27,9 +27,13 @@ use crate::decide::{self, Decision, EventKind, Input};
 use crate::dkim::ProviderSelector;
 use crate::dns::Resolver;
 use crate::egress::Egress;
+use crate::leader::{Leadership, NotLeader};
 use crate::mail_settings::keys;
-use crate::schedule::{MAX_BACKOFF, Schedule, TenantKey, backoff};
+use crate::schedule::{MAX_BACKOFF, Schedule, TenantKey, backoff, jitter};
 use crate::telemetry::{DirectionLabels, KindLabels, Metrics, ResultLabels};
+
+/// Wait before retrying a reconcile whose conditional write met a newer object.
+const CONFLICT_RETRY: Duration = Duration::from_millis(200);
 
 /// Label put on every mail-settings ConfigMap; the operator watches only labelled ConfigMaps.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -51,12 +55,31 @@ pub enum Error {
     /// The object lacks a namespace or name: needs the user (cannot happen for a valid object).
     #[error("the HelpdeskTenant has no {0}")]
     Incomplete(&'static str),
+    /// The object changed since it was read (409): retry at once from the fresh object.
+    #[error("{0} changed since it was read; retrying from the fresh object")]
+    Conflict(&'static str),
+    /// This replica may not write (docs/design.md §8 "High availability").
+    #[error(transparent)]
+    NotLeader(#[from] NotLeader),
+}
+
+impl Error {
+    /// Maps a 409 of a conditional write to [`Error::Conflict`].
+    fn from_write(error: kube::Error, what: &'static str) -> Self {
+        match error {
+            kube::Error::Api(status) if status.code == 409 => Self::Conflict(what),
+            other => Self::Kube(other),
+        }
+    }
 }
 
 impl Error {
     /// Whether a retry with backoff can succeed without anyone changing anything.
     pub fn retry_soon(&self) -> bool {
-        matches!(self, Self::Kube(_) | Self::NoEgressAddresses)
+        matches!(
+            self,
+            Self::Kube(_) | Self::NoEgressAddresses | Self::Conflict(_) | Self::NotLeader(_)
+        )
     }
 
     /// Short label for metrics.
@@ -66,6 +89,8 @@ impl Error {
             Self::NoEgressAddresses => "no_egress",
             Self::ConfigMapTaken(_) => "configmap_taken",
             Self::Incomplete(_) => "incomplete",
+            Self::Conflict(_) => "conflict",
+            Self::NotLeader(_) => "not_leader",
         }
     }
 }
@@ -93,6 +118,11 @@ pub struct Context {
     pub egress: Egress,
     /// When each tenant is due.
     pub schedule: Schedule,
+    /// The write gate: every API write checks it first (docs/design.md §8).
+    pub leadership: Arc<Leadership>,
+    /// Per tenant, the resourceVersion our last status write replaced: a cached object still
+    /// at that version is older than what we recorded, and is not acted on.
+    superseded: Mutex<HashMap<TenantKey, String>>,
 }
 
 impl Context {
@@ -102,6 +132,7 @@ impl Context {
         settings: Settings,
         recorder: Recorder,
         metrics: Arc<Metrics>,
+        leadership: Arc<Leadership>,
     ) -> Self {
         let egress = Egress::new(settings.egress_ips.clone(), settings.smtp_hosts.clone());
         Self {
@@ -112,7 +143,33 @@ impl Context {
             metrics,
             egress,
             schedule: Schedule::default(),
+            leadership,
+            superseded: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether `tenant` is an older version than the one our last status write produced.
+    fn is_superseded(&self, key: &TenantKey, tenant: &HelpdeskTenant) -> bool {
+        let superseded = self.superseded.lock().unwrap_or_else(|p| p.into_inner());
+        superseded.get(key).is_some_and(|version| {
+            tenant.metadata.resource_version.as_deref() == Some(version.as_str())
+        })
+    }
+
+    fn record_write(&self, key: &TenantKey, replaced: Option<String>) {
+        let mut superseded = self.superseded.lock().unwrap_or_else(|p| p.into_inner());
+        match replaced {
+            Some(version) => superseded.insert(key.clone(), version),
+            None => superseded.remove(key),
+        };
+    }
+
+    fn forget(&self, key: &TenantKey) {
+        self.schedule.forget(key);
+        self.superseded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
     }
 }
 
@@ -123,7 +180,8 @@ enum Due {
     Yes { recheck: Option<String> },
 }
 
-/// Reconciles one HelpdeskTenant.
+/// Reconciles one HelpdeskTenant. A reconcile runs within the current leadership term and is
+/// cancelled the moment the term ends (docs/design.md §8 "High availability").
 pub async fn reconcile(tenant: Arc<HelpdeskTenant>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = tenant.namespace().ok_or(Error::Incomplete("namespace"))?;
     let name = tenant
@@ -133,9 +191,12 @@ pub async fn reconcile(tenant: Arc<HelpdeskTenant>, ctx: Arc<Context>) -> Result
         .ok_or(Error::Incomplete("name"))?;
     let span = info_span!("reconcile", tenant = %name, namespace = %namespace);
     let started = Instant::now();
-    let result = reconcile_inner(&tenant, &ctx, &namespace, &name)
-        .instrument(span)
-        .await;
+    let term = ctx.leadership.term();
+    let result = tokio::select! {
+        biased;
+        _ = term.cancelled() => Err(Error::NotLeader(NotLeader)),
+        result = reconcile_inner(&tenant, &ctx, &namespace, &name).instrument(span) => result,
+    };
     ctx.metrics
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
@@ -153,8 +214,14 @@ async fn reconcile_inner(
 ) -> Result<Action, Error> {
     let key = Schedule::key(namespace, name);
     if tenant.metadata.deletion_timestamp.is_some() {
-        ctx.schedule.forget(&key);
+        ctx.forget(&key);
         return Ok(Action::await_change());
+    }
+    // Our own status write has not reached the cache yet: its watch event reconciles again.
+    // Acting on the older object would check twice and announce the same change twice.
+    if ctx.is_superseded(&key, tenant) {
+        debug!("cached object older than our last status write; waiting for it");
+        return Ok(Action::requeue(Duration::from_secs(1)));
     }
     let previous = tenant.status.as_ref();
 
@@ -198,33 +265,36 @@ async fn reconcile_inner(
         recheck: recheck.as_deref(),
     });
 
-    // Act.
-    if let Some(data) = &decision.config_map
-        && let Err(error) =
-            apply_config_map(tenant, ctx, &cm_api, &cm_name, existing.as_ref(), data).await
+    // Act: the status first, the ConfigMap from the recorded status after it, the Events
+    // once the status write recording them went through (docs/design.md §5, §7).
+    if let Some(existing) = &existing
+        && config_map_taken(tenant, existing)?
     {
-        if matches!(error, Error::ConfigMapTaken(_)) {
-            // Tell the user in status: kstatus Ready=False with the reason.
-            let mut status = decision.status.clone();
-            set_condition(
-                &mut status.conditions,
-                condition::READY,
-                "False",
-                conditions::reason::CONFIG_MAP_CONFLICT,
-                &error.to_string(),
-                tenant.metadata.generation,
-                now,
-            );
-            if previous.is_none_or(|p| !same_ignoring_timestamps(p, &status)) {
-                patch_status(tenant, ctx, namespace, name, &status).await?;
-            }
+        let error = Error::ConfigMapTaken(cm_name.clone());
+        // Tell the user in status: kstatus Ready=False with the reason.
+        let mut status = decision.status.clone();
+        set_condition(
+            &mut status.conditions,
+            condition::READY,
+            "False",
+            conditions::reason::CONFIG_MAP_CONFLICT,
+            &error.to_string(),
+            tenant.metadata.generation,
+            now,
+        );
+        if previous.is_none_or(|p| !same_ignoring_timestamps(p, &status)) {
+            patch_status(tenant, ctx, &key, &status).await?;
+            publish_events(tenant, ctx, &decision).await?;
         }
         return Err(error);
     }
     if decision.status_changed {
-        patch_status(tenant, ctx, namespace, name, &decision.status).await?;
+        patch_status(tenant, ctx, &key, &decision.status).await?;
+        publish_events(tenant, ctx, &decision).await?;
     }
-    publish_events(tenant, ctx, &decision).await;
+    if let Some(data) = &decision.config_map {
+        apply_config_map(tenant, ctx, &cm_api, &cm_name, existing.as_ref(), data).await?;
+    }
 
     // Schedule.
     let Some(next) = decision.next_check else {
@@ -334,11 +404,6 @@ async fn apply_config_map(
             .owner_references()
             .iter()
             .find(|r| r.controller == Some(true));
-        if let Some(controller) = controller
-            && controller.uid != owner.uid
-        {
-            return Err(Error::ConfigMapTaken(cm_name.to_owned()));
-        }
         let current = existing.data.as_ref();
         let same_data = keys::ALL
             .iter()
@@ -349,7 +414,7 @@ async fn apply_config_map(
             return Ok(());
         }
     }
-    let patch = json!({
+    let mut patch = json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
@@ -359,12 +424,18 @@ async fn apply_config_map(
         },
         "data": data,
     });
+    // Conditional on the version read, so an edit made since is looked at first.
+    if let Some(version) = existing.and_then(|cm| cm.metadata.resource_version.as_deref()) {
+        patch["metadata"]["resourceVersion"] = json!(version);
+    }
+    ctx.leadership.check()?;
     api.patch(
         cm_name,
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(&patch),
     )
-    .await?;
+    .await
+    .map_err(|e| Error::from_write(e, "the ConfigMap"))?;
     ctx.metrics.config_map_writes.inc();
     info!(
         configmap = cm_name,
@@ -377,33 +448,66 @@ async fn apply_config_map(
     Ok(())
 }
 
+/// Whether another object controls the ConfigMap of that name.
+fn config_map_taken(tenant: &HelpdeskTenant, existing: &ConfigMap) -> Result<bool, Error> {
+    let uid = tenant
+        .metadata
+        .uid
+        .as_deref()
+        .ok_or(Error::Incomplete("uid"))?;
+    Ok(existing
+        .owner_references()
+        .iter()
+        .any(|r| r.controller == Some(true) && r.uid != uid))
+}
+
+/// Writes the status, conditional on the resourceVersion the decision was computed from
+/// (docs/design.md §8 "Safe writes"): a conflict means another write came first, and the
+/// reconcile starts over from the fresh object.
 async fn patch_status(
     tenant: &HelpdeskTenant,
     ctx: &Context,
-    namespace: &str,
-    name: &str,
+    key: &TenantKey,
     status: &HelpdeskTenantStatus,
 ) -> Result<(), Error> {
+    let (namespace, name) = key;
     let api: Api<HelpdeskTenant> = Api::namespaced(ctx.client.clone(), namespace);
+    let version = tenant
+        .metadata
+        .resource_version
+        .clone()
+        .ok_or(Error::Incomplete("resourceVersion"))?;
     let patch = json!({
         "apiVersion": HelpdeskTenant::api_version(&()),
         "kind": HelpdeskTenant::kind(&()),
+        "metadata": { "resourceVersion": version },
         "status": status,
     });
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    ctx.leadership.check()?;
+    let written = api
+        .patch_status(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|e| Error::from_write(e, "the HelpdeskTenant"))?;
     ctx.metrics.status_writes.inc();
+    let replaced =
+        (written.metadata.resource_version.as_deref() != Some(version.as_str())).then_some(version);
+    ctx.record_write(key, replaced);
     debug!(generation = tenant.metadata.generation, "status written");
     Ok(())
 }
 
-async fn publish_events(tenant: &HelpdeskTenant, ctx: &Context, decision: &Decision) {
+/// Sends the decision's Events; called only after the status write recording them.
+async fn publish_events(
+    tenant: &HelpdeskTenant,
+    ctx: &Context,
+    decision: &Decision,
+) -> Result<(), Error> {
     if decision.events.is_empty() {
-        return;
+        return Ok(());
     }
     let reference = tenant.object_ref(&());
     for plan in &decision.events {
@@ -443,10 +547,12 @@ async fn publish_events(tenant: &HelpdeskTenant, ctx: &Context, decision: &Decis
             secondary: None,
         };
         info!(reason = %event.reason, note = %plan.note, "state change");
+        ctx.leadership.check()?;
         if let Err(error) = ctx.recorder.publish(&event, &reference).await {
             warn!(%error, reason = %event.reason, "could not publish the Event");
         }
     }
+    Ok(())
 }
 
 fn truncate(text: &str, max: usize) -> String {
@@ -471,6 +577,20 @@ pub fn error_policy(tenant: Arc<HelpdeskTenant>, error: &Error, ctx: Arc<Context
             kind: error.kind().to_owned(),
         })
         .inc();
+    match error {
+        // Start over from the fresh object as soon as the cache has it; no backoff, as nothing
+        // failed (docs/design.md §8 "Safe writes").
+        Error::Conflict(_) => {
+            debug!(tenant = %name, namespace = %namespace, %error, "write conflict; retrying");
+            return Action::requeue(jitter(CONFLICT_RETRY));
+        }
+        // The term ended; the next term's controller looks at every tenant again.
+        Error::NotLeader(_) => {
+            debug!(tenant = %name, namespace = %namespace, "not the leader; reconcile stopped");
+            return Action::await_change();
+        }
+        _ => {}
+    }
     if !error.retry_soon() {
         warn!(tenant = %name, namespace = %namespace, %error, "reconcile needs a change by the user");
         return Action::requeue(MAX_BACKOFF);

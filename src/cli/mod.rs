@@ -130,8 +130,8 @@ pub struct RunArgs {
     #[arg(long, env = "HDMO_LEASE_IDENTITY")]
     pub lease_identity: Option<String>,
 
-    /// Reconciles run at once.
-    #[arg(long, env = "HDMO_CONCURRENCY", default_value_t = 16)]
+    /// Reconciles run at once (at least 1).
+    #[arg(long, env = "HDMO_CONCURRENCY", default_value_t = 16, value_parser = parse_concurrency)]
     pub concurrency: u16,
 }
 
@@ -342,6 +342,15 @@ fn parse_nameserver(text: &str) -> Result<SocketAddr, String> {
 fn parse_required_alignment(text: &str) -> Result<RequiredAlignment, String> {
     serde_json::from_value(serde_json::Value::String(text.to_owned()))
         .map_err(|_| format!("{text:?} is not one of Spf, SpfOrDkim, SpfAndDkim"))
+}
+
+/// A reconcile limit: 1 to 65535. The controller would read 0 as "no limit".
+fn parse_concurrency(text: &str) -> Result<u16, String> {
+    match text.trim().parse::<u16>() {
+        Ok(0) => Err("must be at least 1 (0 would mean no limit at all)".to_owned()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{text:?} is not a number from 1 to 65535")),
+    }
 }
 
 fn parse_interval(text: &str) -> Result<Duration, String> {

@@ -2,5 +2,6 @@
 
 pub mod cluster;
 pub mod dns;
+pub mod operator;
 pub mod rbac;
 pub mod unbound;
