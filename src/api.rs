@@ -349,6 +349,9 @@ pub struct SenderStatus {
     /// The tenant's SPF record with the provider include added, when it is missing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suggested_record: Option<SuggestedRecordStatus>,
+    /// The SPF and DMARC records this sender's domains published, newest last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<RecordHistory>,
     /// The DKIM path: whether the tenant publishes the provider's key under each selector.
     /// Absent while the operator configures no DKIM selector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -382,6 +385,35 @@ pub struct DkimSelectorStatus {
     /// The key record found at `<selector>._domainkey.<domain>`, verbatim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record: Option<String>,
+}
+
+/// The last records of a sender's domains, each kept from the check that first saw it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordHistory {
+    /// SPF records of the envelope domain, at most 5, newest last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    pub spf: Vec<RecordHistoryEntry>,
+    /// DMARC records of the From domain, at most 5, newest last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    pub dmarc: Vec<RecordHistoryEntry>,
+}
+
+/// One record of a [`RecordHistory`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordHistoryEntry {
+    /// A short hash of the record text (16 hex digits), or `none` while no record is
+    /// published.
+    #[schemars(length(max = 16))]
+    pub hash: String,
+    /// The check that first saw this record.
+    pub first_seen: Time,
+    /// DNS lookups of the SPF record when first seen, of 10 (SPF only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookups: Option<u32>,
 }
 
 /// SPF detail of one sender.

@@ -14,11 +14,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::alignment::{AlignmentPath, SenderCheck, UnalignedReason, Verdict};
 use crate::api::{
     DkimSelectorStatus, DkimStatus, DmarcStatus, HelpdeskTenantSpec, HelpdeskTenantStatus, Mode,
-    SenderState, SenderStatus, SendingAs, SpfStatus, SuggestedRecordStatus, parse_duration,
+    RecordHistory, RecordHistoryEntry, SenderState, SenderStatus, SendingAs, SpfStatus,
+    SuggestedRecordStatus, parse_duration,
 };
 use crate::conditions::{reason, same_ignoring_timestamps, set_conditions};
 use crate::mail_settings::config_map_data;
 use crate::names::address_domain;
+
+/// Records kept per sender and kind in `status.senders[].history` (docs/design.md §4).
+pub const HISTORY_LENGTH: usize = 5;
 
 /// The longest wait for a record's TTL before a sender returns to the tenant's address.
 pub const MAX_VALID_AFTER_DELAY: Duration = Duration::from_secs(3600);
@@ -63,6 +67,8 @@ pub enum EventKind {
     SenderUnaligned,
     /// A temporary DNS failure: the sender keeps its current From.
     DnsTemporaryFailure,
+    /// The SPF record text of the envelope domain changed.
+    SpfRecordChanged,
 }
 
 impl EventKind {
@@ -77,6 +83,7 @@ impl EventKind {
             Self::SenderAligned => "SenderAligned",
             Self::SenderUnaligned => "SenderUnaligned",
             Self::DnsTemporaryFailure => "DnsTemporaryFailure",
+            Self::SpfRecordChanged => "SpfRecordChanged",
         }
     }
 
@@ -190,10 +197,14 @@ pub fn decide(input: &Input<'_>) -> Decision {
             dmarc: None,
             suggested_record: None,
             dkim: None,
+            history: None,
         });
         status.address = sender.address.clone();
         if let Some(check) = check {
+            // Before `step`, which replaces `status.spf` with this check's record.
+            let changed = record_history(&mut status, check, now);
             let event = step(&mut status, check, spec, now, enforce);
+            events.extend(changed);
             events.extend(event);
         }
         status.effective_from = match status.sending_as {
@@ -382,6 +393,8 @@ fn step(
             "{address}: {}",
             status.message.as_deref().unwrap_or_default()
         ),
+        // Not a state change: `record_history` writes this one.
+        EventKind::SpfRecordChanged => return None,
     };
     Some(EventPlan { kind, note })
 }
@@ -434,6 +447,88 @@ fn record_ttl(check: &SenderCheck) -> u32 {
         .chain(dkim)
         .max()
         .unwrap_or(0)
+}
+
+/// A short, stable hash of a record text (FNV-1a, 64 bits), or `none` for no record.
+pub fn record_hash(record: Option<&str>) -> String {
+    let Some(text) = record else {
+        return "none".to_owned();
+    };
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
+/// Appends `hash` to `entries` unless it is the newest one already, keeping the last
+/// [`HISTORY_LENGTH`]; returns whether it was appended.
+fn push_history(
+    entries: &mut Vec<RecordHistoryEntry>,
+    hash: String,
+    lookups: Option<u32>,
+    now: Timestamp,
+) -> bool {
+    if entries.last().is_some_and(|e| e.hash == hash) {
+        return false;
+    }
+    entries.push(RecordHistoryEntry {
+        hash,
+        first_seen: Time(now),
+        lookups,
+    });
+    let excess = entries.len().saturating_sub(HISTORY_LENGTH);
+    entries.drain(..excess);
+    true
+}
+
+/// Records this check's SPF and DMARC records in the sender's history (docs/design.md §4).
+/// A temporary failure tells nothing about the records and is left out; an unchanged record
+/// changes nothing, so a steady state writes nothing. Returns the `SpfRecordChanged` Event
+/// when the SPF record text differs from the one the history last saw.
+fn record_history(
+    status: &mut SenderStatus,
+    check: &SenderCheck,
+    now: Timestamp,
+) -> Option<EventPlan> {
+    if matches!(check.verdict, Verdict::TemporaryFailure { .. }) {
+        return None;
+    }
+    let old_record = status.spf.as_ref().and_then(|s| s.record.clone());
+    let old_lookups = status.spf.as_ref().map_or(0, |s| s.lookups);
+    let history = status.history.get_or_insert_with(RecordHistory::default);
+    let had_spf = !history.spf.is_empty();
+    let new_record = check.spf.record.as_deref();
+    let spf_changed = push_history(
+        &mut history.spf,
+        record_hash(new_record),
+        Some(check.spf.lookups),
+        now,
+    );
+    push_history(
+        &mut history.dmarc,
+        record_hash(check.dmarc.record.as_deref()),
+        None,
+        now,
+    );
+    if !(spf_changed && had_spf) {
+        return None;
+    }
+    let show = |record: Option<&str>| match record {
+        Some(text) => format!("{text:?}"),
+        None => "no record".to_owned(),
+    };
+    let delta = i64::from(check.spf.lookups) - i64::from(old_lookups);
+    Some(EventPlan {
+        kind: EventKind::SpfRecordChanged,
+        note: format!(
+            "{}: SPF record of {} changed from {} to {}; lookups {old_lookups} -> {} ({delta:+})",
+            status.address,
+            check.envelope_domain,
+            show(old_record.as_deref()),
+            show(new_record),
+            check.spf.lookups,
+        ),
+    })
 }
 
 fn record_detail(status: &mut SenderStatus, check: &SenderCheck) {
@@ -595,11 +690,9 @@ mod tests {
             address: address.to_owned(),
             envelope_domain: "acme.example".to_owned(),
             spf: SpfReport {
-                record: Some(if pass {
-                    "v=spf1 include:spf.provider.example -all".to_owned()
-                } else {
-                    "v=spf1 -all".to_owned()
-                }),
+                // One record for every verdict: a changed record is an Event of its own,
+                // tested apart from the state machine.
+                record: Some("v=spf1 include:spf.provider.example -all".to_owned()),
                 record_ttl: Some(ttl),
                 results: vec![IpResult {
                     ip: "192.0.2.1".parse().expect("ip"),
@@ -1168,6 +1261,88 @@ mod tests {
         let third = run.go(Some(&second.status), None, at(950));
         assert!(!third.status_changed);
         assert_eq!(third.status, second.status);
+    }
+
+    fn with_record(mut check: SenderCheck, record: &str, lookups: u32) -> SenderCheck {
+        check.spf.record = Some(record.to_owned());
+        check.spf.lookups = lookups;
+        check
+    }
+
+    #[test]
+    fn record_history_keeps_five_records_and_reports_a_change_once() {
+        let spec = spec(&[A]);
+        let run = Run::new(&spec);
+        let first = run.go(None, Some(&[aligned(A)]), t0());
+        let history = first.status.senders[0].history.clone().expect("a history");
+        assert_eq!(history.spf.len(), 1);
+        assert_eq!(history.spf[0].first_seen, Time(t0()));
+        assert_eq!(history.spf[0].lookups, Some(1));
+        assert_eq!(history.dmarc.len(), 1);
+        assert!(
+            !kinds(&first).contains(&EventKind::SpfRecordChanged),
+            "a first sighting is no change"
+        );
+
+        let edited = "v=spf1 include:spf.provider.example include:_spf.other.example -all";
+        let second = run.go(
+            Some(&first.status),
+            Some(&[with_record(aligned(A), edited, 3)]),
+            at(900),
+        );
+        assert!(second.status_changed);
+        assert_eq!(kinds(&second), [EventKind::SpfRecordChanged]);
+        let note = &second.events[0].note;
+        assert!(
+            note.contains("\"v=spf1 include:spf.provider.example -all\"")
+                && note.contains(edited)
+                && note.contains("lookups 1 -> 3 (+2)"),
+            "{note}"
+        );
+        let history = second.status.senders[0].history.clone().expect("a history");
+        assert_eq!(history.spf.len(), 2);
+        assert_eq!(history.spf[1].hash, record_hash(Some(edited)));
+        assert_eq!(history.spf[1].first_seen, Time(at(900)));
+        assert_eq!(history.dmarc.len(), 1, "DMARC unchanged");
+
+        // The same record again writes nothing; a temporary failure records nothing.
+        let third = run.go(
+            Some(&second.status),
+            Some(&[with_record(aligned(A), edited, 3)]),
+            at(1800),
+        );
+        assert!(!third.status_changed && third.events.is_empty());
+        let fourth = run.go(Some(&third.status), Some(&[temporary(A)]), at(2700));
+        assert_eq!(
+            fourth.status.senders[0].history,
+            third.status.senders[0].history
+        );
+
+        let mut previous = third.status;
+        for i in 0..6 {
+            let record = format!("v=spf1 ip4:192.0.2.{i} include:spf.provider.example -all");
+            let next = run.go(
+                Some(&previous),
+                Some(&[with_record(aligned(A), &record, 1)]),
+                at(3600 + i * 900),
+            );
+            assert_eq!(kinds(&next), [EventKind::SpfRecordChanged]);
+            previous = next.status;
+        }
+        let history = previous.senders[0].history.clone().expect("a history");
+        assert_eq!(
+            history.spf.len(),
+            HISTORY_LENGTH,
+            "the oldest records are dropped"
+        );
+        assert_eq!(
+            history.spf[4].hash,
+            record_hash(Some(
+                "v=spf1 ip4:192.0.2.5 include:spf.provider.example -all"
+            ))
+        );
+        assert_eq!(record_hash(None), "none");
+        assert_eq!(record_hash(Some("v=spf1 -all")).len(), 16);
     }
 
     #[test]

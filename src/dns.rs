@@ -97,6 +97,14 @@ pub enum DnsError {
 ///
 /// Names are domain names with or without the trailing dot; they are always queried as
 /// fully qualified (no search list).
+/// A CNAME record: where a name points.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CnameTarget {
+    /// The canonical name, without the trailing dot.
+    pub target: String,
+    pub ttl: Option<u32>,
+}
+
 pub trait Dns: Send + Sync {
     /// TXT records, one entry per record: its character-strings joined, as raw bytes.
     fn txt(&self, name: &str) -> impl Future<Output = Result<Answer<Vec<u8>>, DnsError>> + Send;
@@ -111,6 +119,16 @@ pub trait Dns: Send + Sync {
     /// Records of the retired SPF type (99), shaped like [`Dns::txt`]. RFC 7208 §3.1 and §4.4
     /// leave them out of evaluation; they are asked for only to warn about them.
     fn spf99(&self, name: &str) -> impl Future<Output = Result<Answer<Vec<u8>>, DnsError>> + Send;
+    /// The CNAME record at `name`: `Ok(None)` when there is none, or when this DNS layer
+    /// follows CNAMEs out of sight (the default, and the shared [`Resolver`]), so that the
+    /// other lookups already answer for the end of the chain.
+    fn cname(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<CnameTarget>, DnsError>> + Send {
+        let _ = name;
+        async { Ok(None) }
+    }
 }
 
 /// The SPF resource record type of RFC 4408, which RFC 7208 §3.1 retired.

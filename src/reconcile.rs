@@ -355,16 +355,7 @@ async fn check_all(
     provider: &Provider,
     ctx: &Context,
 ) -> Vec<SenderCheck> {
-    let inputs: Vec<SenderInput> = tenant
-        .spec
-        .senders
-        .iter()
-        .map(|s| SenderInput {
-            address: s.address.clone(),
-            envelope_domain: s.envelope_domain.clone(),
-            required: tenant.spec.required_alignment,
-        })
-        .collect();
+    let inputs = SenderInput::of(&tenant.spec);
     let checks = join_all(
         inputs
             .iter()

@@ -213,10 +213,12 @@ fn full_values_render_every_option() {
     assert_eq!(
         kinds(&docs),
         [
+            "ConfigMap",
             "CustomResourceDefinition",
             "Deployment",
             "NetworkPolicy",
             "PodDisruptionBudget",
+            "PrometheusRule",
             "Role",
             "Role",
             "RoleBinding",

@@ -8,11 +8,11 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use helpdesk_mail_operator::dkim::{
-    CnameTarget, DkimReport, DkimState, ProviderKey, ProviderSelector, SelectorDns,
-    SelectorOutcome, check_domain, fetch_provider_keys,
+    DkimReport, DkimState, ProviderKey, ProviderSelector, SelectorOutcome, check_domain,
+    fetch_provider_keys,
 };
 use helpdesk_mail_operator::dmarc::AlignmentMode;
-use helpdesk_mail_operator::dns::{Answer, Dns, DnsConfig, DnsError, Resolver};
+use helpdesk_mail_operator::dns::{Answer, CnameTarget, Dns, DnsConfig, DnsError, Resolver};
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
@@ -101,9 +101,6 @@ impl Dns for ChainDns {
     async fn spf99(&self, name: &str) -> Result<Answer<Vec<u8>>, DnsError> {
         self.inner.spf99(name).await
     }
-}
-
-impl SelectorDns for ChainDns {
     async fn cname(&self, name: &str) -> Result<Option<CnameTarget>, DnsError> {
         let fqdn =
             Name::from_ascii(format!("{name}.")).map_err(|e| DnsError::Other(e.to_string()))?;
@@ -139,7 +136,7 @@ fn selectors() -> Vec<ProviderSelector> {
     ]
 }
 
-async fn check_with<D: SelectorDns>(dns: &D, from: &str, adkim: AlignmentMode) -> DkimReport {
+async fn check_with<D: Dns>(dns: &D, from: &str, adkim: AlignmentMode) -> DkimReport {
     let keys: Vec<ProviderKey> = fetch_provider_keys(dns, &selectors()).await;
     check_domain(dns, &keys, "customer.example", from, Some(adkim)).await
 }

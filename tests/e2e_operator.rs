@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, ensure};
 use futures::{StreamExt, TryStreamExt};
 use helpdesk_mail_operator::api::{self, HelpdeskTenant, HelpdeskTenantSpec, Mode};
+use helpdesk_mail_operator::decide::record_hash;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
@@ -1269,6 +1270,88 @@ async fn required_alignment_combines_spf_and_dkim() {
                     .is_some_and(|d| d.selectors[0].outcome.as_str() == "Missing"),
             "fell back after the threshold with the selector Missing: {sender:?}"
         );
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_edit_is_kept_in_the_history_and_reported_once() {
+    scenario("history", |w| async move {
+        let operator = w.operator("operator", &[])?;
+        w.create_tenant("acme", Mode::Enforce).await?;
+        let spf_history = |t: &HelpdeskTenant| {
+            t.status
+                .as_ref()
+                .and_then(|s| s.senders.first())
+                .and_then(|s| s.history.as_ref())
+                .map(|h| h.spf.clone())
+                .unwrap_or_default()
+        };
+        let t = w
+            .wait_tenant("acme", "a first record in the history", |t| {
+                spf_history(t).len() == 1
+            })
+            .await?;
+        let old = include_record();
+        assert_eq!(spf_history(&t)[0].hash, record_hash(Some(&old)));
+        assert_eq!(spf_history(&t)[0].lookups, Some(1));
+
+        // One more lookup before the include: `a` on the domain.
+        let new = format!("v=spf1 a include:{PROVIDER_SPF} -all");
+        set_spf(&w.dns, &w.domain, &new, TTL);
+        let t = w
+            .wait_tenant("acme", "the edited record in the history", |t| {
+                spf_history(t).len() == 2
+            })
+            .await?;
+        let history = spf_history(&t);
+        assert_eq!(history[1].hash, record_hash(Some(&new)));
+        assert_eq!(history[1].lookups, Some(2));
+        assert!(history[0].first_seen.0 < history[1].first_seen.0);
+        w.wait_event("SpfRecordChanged").await?;
+        let events = w.ns.api::<Event>().list(&ListParams::default()).await?;
+        let notes: Vec<String> = events
+            .items
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("SpfRecordChanged"))
+            .filter_map(|e| e.note.clone())
+            .collect();
+        assert_eq!(notes.len(), 1, "one Event for one edit: {notes:?}");
+        assert!(
+            notes[0].contains(&format!("{old:?}"))
+                && notes[0].contains(&format!("{new:?}"))
+                && notes[0].contains("lookups 1 -> 2 (+1)"),
+            "{}",
+            notes[0]
+        );
+
+        // Unchanged DNS: two more checks write nothing and keep the history as it is.
+        let written = operator.metric("helpdesk_status_writes_total").await?;
+        let checks = operator.metric("helpdesk_checks_total").await?;
+        eventually("two more checks", WAIT, || async {
+            Ok((operator.metric("helpdesk_checks_total").await? >= checks + 2.0).then_some(()))
+        })
+        .await?;
+        assert_eq!(
+            operator.metric("helpdesk_status_writes_total").await?,
+            written,
+            "a steady state writes nothing"
+        );
+        let t = w.tenants().get("acme").await?;
+        assert_eq!(spf_history(&t), history);
+
+        // `kubectl describe` shows both records and the Event.
+        let described =
+            cluster::run_tool("kubectl", &["-n", w.ns.name(), "describe", "hdt", "acme"])?;
+        for needle in [
+            "History:",
+            record_hash(Some(&old)).as_str(),
+            record_hash(Some(&new)).as_str(),
+            "SpfRecordChanged",
+        ] {
+            assert!(described.contains(needle), "{needle} in\n{described}");
+        }
         Ok(())
     })
     .await;

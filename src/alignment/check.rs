@@ -3,8 +3,9 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::dkim::{SelectorDns, check_domain, fetch_provider_keys};
+use crate::dkim::{check_domain, fetch_provider_keys};
 use crate::dmarc::{self, AlignmentMode, Discovery};
+use crate::dns::Dns;
 use crate::names::{address_domain, normalize_domain, split_address};
 use crate::spf::lints::{lint, strict_void_lint, tree_reaches, type99_only};
 use crate::spf::{
@@ -45,7 +46,7 @@ pub struct CheckDetail {
 
 /// One check of one sender (docs/design.md §5): SPF for every egress address, DMARC, the verdict and,
 /// when the provider include is missing, the suggested record.
-pub async fn check_sender<D: SelectorDns + Clone>(
+pub async fn check_sender<D: Dns + Clone>(
     resolver: &D,
     provider: &Provider,
     sender: &SenderInput,
@@ -56,7 +57,7 @@ pub async fn check_sender<D: SelectorDns + Clone>(
 }
 
 /// [`check_sender`] keeping the evaluation traces.
-pub async fn check_sender_detailed<D: SelectorDns + Clone>(
+pub async fn check_sender_detailed<D: Dns + Clone>(
     resolver: &D,
     provider: &Provider,
     sender: &SenderInput,

@@ -24,7 +24,7 @@
 
 use std::net::IpAddr;
 
-use crate::api::RequiredAlignment;
+use crate::api::{HelpdeskTenantSpec, RequiredAlignment};
 use crate::dkim::{DkimReport, ProviderSelector};
 use crate::spf::SpfResult;
 
@@ -54,6 +54,20 @@ pub struct SenderInput {
     pub envelope_domain: Option<String>,
     /// The paths that must align (the tenant's `spec.requiredAlignment`).
     pub required: RequiredAlignment,
+}
+
+impl SenderInput {
+    /// The senders of a tenant's spec, each with the tenant's required alignment.
+    pub fn of(spec: &HelpdeskTenantSpec) -> Vec<SenderInput> {
+        spec.senders
+            .iter()
+            .map(|s| SenderInput {
+                address: s.address.clone(),
+                envelope_domain: s.envelope_domain.clone(),
+                required: spec.required_alignment,
+            })
+            .collect()
+    }
 }
 
 /// Why a sender is definitively unaligned.

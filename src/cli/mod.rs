@@ -17,6 +17,7 @@ use crate::reconcile::Settings;
 pub mod check;
 pub mod render;
 pub mod spf_check;
+pub mod what_if;
 
 /// Keeps helpdesk tenants' mail deliverable: verifies each tenant's SPF and DMARC against the
 /// provider's SMTP egress and falls back to the provider's sender while they are unaligned.
@@ -40,6 +41,8 @@ enum Command {
     },
     /// Explain one domain's alignment with the provider.
     Check(CheckArgs),
+    /// Check every tenant against a provider SPF record or egress list not published yet.
+    WhatIf(WhatIfArgs),
 }
 
 #[derive(Subcommand)]
@@ -64,6 +67,7 @@ impl Cli {
                 command: SpfCommand::Check(args),
             } => spf_check::run(args),
             Command::Check(args) => check::run(args),
+            Command::WhatIf(args) => what_if::run(args),
         }
     }
 }
@@ -318,6 +322,35 @@ pub struct CheckArgs {
     #[command(flatten)]
     pub dns: DnsArgs,
     /// `text` for a person (the default), or `json`: one JSON object.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+/// Arguments of `what-if` (docs/design.md §3). The provider flags describe the live provider,
+/// as for `run` (and read the same `HDMO_*` variables); the proposal is given apart.
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Lists the senders whose verdict the proposal would change, that would go over \
+    10 DNS lookups, or reach 9 of 10. Exit status: 0 when no tenant would break, 1 when some \
+    would (a sender no longer aligned, or over 10 lookups), 2 on an error."
+)]
+pub struct WhatIfArgs {
+    #[command(flatten)]
+    pub provider: ProviderArgs,
+    /// The proposed SPF record of --provider-spf-domain, e.g. `v=spf1 ip4:198.51.100.0/24
+    /// -all`; it is served to the evaluation in place of the published one.
+    #[arg(long = "provider-spf-record", alias = "proposed-spf-record")]
+    pub proposed_spf_record: Option<String>,
+    /// A proposed provider SMTP source address (repeatable): the proposed egress set replaces
+    /// the live one (--provider-egress-ip and --provider-smtp-host).
+    #[arg(long = "proposed-egress-ip", value_delimiter = ',')]
+    pub proposed_egress_ips: Vec<IpAddr>,
+    /// Only the HelpdeskTenants of this namespace. Default: every one the kubeconfig can list.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub dns: DnsArgs,
+    /// `text`: a table and a summary line (the default), or `json`: one JSON object.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
 }

@@ -1,5 +1,5 @@
-//! Every person-readable report: the `check` explanation and the `spf check --output text`
-//! evaluation.
+//! Every person-readable report: the `check` explanation, the `spf check --output text`
+//! evaluation and the `what-if` table.
 
 use std::fmt::Write as _;
 
@@ -345,5 +345,90 @@ pub fn spf_outcome(outcome: &SpfOutcome) -> String {
             indent = term.depth as usize * 2
         );
     }
+    out
+}
+
+/// The `what-if` table: one line per listed sender, the breaking ones first, and a summary.
+pub fn what_if(report: &super::what_if::Report) -> String {
+    let mut out = String::new();
+    let state = |o: &super::what_if::Outlook| match o.reason {
+        Some(reason) => format!("{} ({reason})", o.state),
+        None => o.state.to_owned(),
+    };
+    let header = [
+        "NAMESPACE",
+        "TENANT",
+        "SENDER",
+        "CHANGE",
+        "NOW",
+        "PROPOSED",
+        "LOOKUPS",
+    ];
+    let lines: Vec<[String; 7]> = report
+        .rows
+        .iter()
+        .map(|row| {
+            [
+                row.namespace.clone(),
+                row.tenant.clone(),
+                row.address.clone(),
+                row.change.as_str().to_owned(),
+                state(&row.now),
+                state(&row.proposed),
+                format!(
+                    "{} -> {} (worst case {} -> {})",
+                    row.now.lookups,
+                    row.proposed.lookups,
+                    row.now.worst_case_lookups,
+                    row.proposed.worst_case_lookups
+                ),
+            ]
+        })
+        .collect();
+    if !lines.is_empty() {
+        let mut widths = header.map(str::len);
+        for line in &lines {
+            for (width, cell) in widths.iter_mut().zip(line) {
+                *width = (*width).max(cell.len());
+            }
+        }
+        let mut write_line = |cells: &[&str]| {
+            let mut text = String::new();
+            for (i, cell) in cells.iter().enumerate() {
+                if i + 1 == cells.len() {
+                    text.push_str(cell);
+                } else {
+                    let _ = write!(text, "{cell:<width$}  ", width = widths[i]);
+                }
+            }
+            let _ = writeln!(out, "{}", text.trim_end());
+        };
+        write_line(&header);
+        for line in &lines {
+            let cells: Vec<&str> = line.iter().map(String::as_str).collect();
+            write_line(&cells);
+        }
+        out.push('\n');
+    }
+    let count =
+        |change: super::what_if::Change| report.rows.iter().filter(|r| r.change == change).count();
+    use super::what_if::Change;
+    let _ = writeln!(
+        out,
+        "what-if: {} tenants ({} senders, {} suspended tenants skipped) checked in {:.1} s: \
+         {} tenants would break ({} senders no longer aligned, {} over {MAX_LOOKUPS} lookups), \
+         {} senders fixed, {} changed otherwise, {} reach {} of {MAX_LOOKUPS} lookups",
+        report.tenants,
+        report.senders,
+        report.suspended,
+        report.elapsed_seconds,
+        report.tenants_breaking,
+        count(Change::Breaks),
+        count(Change::OverLimit),
+        count(Change::Fixed),
+        count(Change::Changes),
+        count(Change::NearLimit),
+        MAX_LOOKUPS - 1,
+    );
     out
 }

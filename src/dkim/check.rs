@@ -32,9 +32,10 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use super::lookup::{KeyLookup, SelectorDns, lookup_key};
+use super::lookup::{KeyLookup, lookup_key};
 use super::record::{self, KeyRecord};
 use crate::dmarc::{AlignmentMode, domains_align};
+use crate::dns::Dns;
 use crate::names::normalize_domain;
 
 /// `<selector>._domainkey.<domain>`, lower case, without a trailing dot.
@@ -131,7 +132,7 @@ impl ProviderKey {
 
 /// Fetches the provider's reference key of every selector (once per check round, shared by
 /// every tenant).
-pub async fn fetch_provider_keys<D: SelectorDns>(
+pub async fn fetch_provider_keys<D: Dns>(
     dns: &D,
     selectors: &[ProviderSelector],
 ) -> Vec<ProviderKey> {
@@ -427,7 +428,7 @@ pub fn decide_selector(
 }
 
 /// Checks one selector of one domain: looks up the tenant's record and decides.
-pub async fn check_selector<D: SelectorDns>(
+pub async fn check_selector<D: Dns>(
     dns: &D,
     provider: &ProviderKey,
     signing_domain: &str,
@@ -545,7 +546,7 @@ pub fn dkim_path(selectors: &[SelectorReport]) -> DkimVerdict {
 /// Checks every provider selector for one sender: the selector records under
 /// `signing_domain` against `provider_keys` (from [`fetch_provider_keys`]), alignment with
 /// `from_domain` under `adkim` (`None`: the DMARC policy could not be fetched).
-pub async fn check_domain<D: SelectorDns>(
+pub async fn check_domain<D: Dns>(
     dns: &D,
     provider_keys: &[ProviderKey],
     signing_domain: &str,
@@ -571,8 +572,8 @@ mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     use super::*;
-    use crate::dkim::lookup::{CnameTarget, MAX_CNAME_CHAIN};
-    use crate::dns::{Answer, Dns, DnsError};
+    use crate::dkim::lookup::MAX_CNAME_CHAIN;
+    use crate::dns::{Answer, CnameTarget, DnsError};
 
     /// A DNS of fixed answers: CNAMEs seen (unlike the shared resolver), TXT at chain ends.
     #[derive(Default)]
@@ -624,9 +625,6 @@ mod tests {
         async fn spf99(&self, _: &str) -> Result<Answer<Vec<u8>>, DnsError> {
             Ok(Answer::empty(true, None))
         }
-    }
-
-    impl SelectorDns for FakeDns {
         async fn cname(&self, name: &str) -> Result<Option<CnameTarget>, DnsError> {
             Ok(self.cnames.get(name).map(|target| CnameTarget {
                 target: target.clone(),

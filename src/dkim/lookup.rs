@@ -6,46 +6,19 @@
 //! The shared resolver follows CNAMEs itself when asked for TXT, and [`Dns`] hands back only
 //! the records at the end of the chain, so through [`Dns`] alone the chain is out of sight:
 //! a loop or an endless chain then shows as the resolver's error (a SERVFAIL from a recursive
-//! resolver), which is a temporary failure. [`SelectorDns`] adds the one lookup that makes
+//! resolver), which is a temporary failure. [`Dns`] adds the one lookup that makes
 //! the chain visible, the CNAME target of a name. Where it is implemented, the lookup walks the
 //! chain one name at a time, reports every name it passed, and tells a loop or a chain longer
 //! than [`MAX_CNAME_CHAIN`] apart as a broken setup instead of a temporary failure.
 
 use std::collections::HashSet;
-use std::future::Future;
 
-use crate::dns::{Dns, DnsError, Resolver};
+use crate::dns::{Dns, DnsError};
 use crate::names::normalize_domain;
 
 /// Longest CNAME chain followed from a selector name (the provider's usual setup needs one,
 /// rarely two).
 pub const MAX_CNAME_CHAIN: usize = 8;
-
-/// A CNAME record: where a name points.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CnameTarget {
-    /// The canonical name, without the trailing dot.
-    pub target: String,
-    pub ttl: Option<u32>,
-}
-
-/// The DNS a selector lookup needs: [`Dns`], plus a name's CNAME target where the DNS layer
-/// can tell it.
-pub trait SelectorDns: Dns {
-    /// The CNAME record at `name`: `Ok(None)` when there is none, or when this DNS layer
-    /// follows CNAMEs out of sight (the default) so that [`Dns::txt`] already answers for the
-    /// end of the chain.
-    fn cname(
-        &self,
-        name: &str,
-    ) -> impl Future<Output = Result<Option<CnameTarget>, DnsError>> + Send {
-        let _ = name;
-        async { Ok(None) }
-    }
-}
-
-/// The shared resolver follows CNAMEs inside its TXT lookups.
-impl SelectorDns for Resolver {}
 
 /// What DNS holds at one name, after following CNAMEs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,7 +75,7 @@ fn min_ttl(a: Option<u32>, b: Option<u32>) -> Option<u32> {
 }
 
 /// Resolves `name`: its CNAME chain, then the TXT records at the end of it.
-pub async fn lookup_key<D: SelectorDns>(dns: &D, name: &str) -> KeyLookup {
+pub async fn lookup_key<D: Dns>(dns: &D, name: &str) -> KeyLookup {
     let mut current = normalize_domain(name);
     let mut seen = HashSet::from([current.clone()]);
     let mut chain: Vec<String> = Vec::new();

@@ -42,7 +42,7 @@ pub use check::{
     SelectorReport, SigningAlignment, check_domain, check_selector, decide_selector, dkim_path,
     fetch_provider_keys, selector_name, signing_alignment,
 };
-pub use lookup::{CnameTarget, KeyLookup, MAX_CNAME_CHAIN, SelectorDns, lookup_key};
+pub use lookup::{KeyLookup, MAX_CNAME_CHAIN, lookup_key};
 pub use record::{KeyRecord, KeyType, RecordError, Tag, parse, parse_bytes};
 
 /// Base64 as the `p=` tag writes it (padded, no whitespace); for suggested records and tests.
