@@ -155,6 +155,10 @@ async fn install_and_run(scope: Scope) -> anyhow::Result<()> {
         ns.name(),
         "--set",
         "crds.enabled=false",
+        // The operator runs here with the ServiceAccount's token; the cluster's node runs no
+        // Pod of this release (tests/chart_on_node.rs runs the chart's Pods).
+        "--set",
+        "replicaCount=0",
         "--set",
         "leaderElection.enabled=true",
         "--set",

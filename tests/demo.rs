@@ -1,6 +1,9 @@
-//! The README's demo command, end to end: `scripts/demo` must show an aligned tenant, a
-//! fallen-back tenant, a tenant whose DNS fails, the switch back after the fix, and leave
-//! nothing running.
+//! The README's demo command, end to end: `scripts/demo` must install the operator as a Pod
+//! on the node, show an aligned tenant, a fallen-back tenant, a tenant whose DNS fails, the
+//! switch back after the fix, and leave nothing behind. It runs in the tests' cluster (one node
+//! per machine), with the image the tests use.
+
+mod support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -19,20 +22,19 @@ fn after<'a>(text: &'a str, marker: &str) -> Option<&'a str> {
 fn demo_shows_aligned_fallback_and_restored_tenants() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut demo = Command::new(root.join("scripts/demo"));
-    // The binaries cargo test built: the operator always; the demo DNS server when the run
-    // built the examples too (`cargo test --all-targets`, as scripts/test does). Otherwise the
-    // demo builds them itself.
+    // The demo DNS server cargo test built, when the run built the examples too (`cargo test
+    // --examples`, as scripts/test does). Otherwise the demo builds it itself.
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
     let dns_server = target.join("debug/examples/dns-server");
     if dns_server.is_file() {
-        demo.env(
-            "HDMO_OPERATOR_BIN",
-            env!("CARGO_BIN_EXE_helpdesk-mail-operator"),
-        )
-        .env("HDMO_DNS_SERVER_BIN", &dns_server);
+        demo.env("HDMO_DNS_SERVER_BIN", &dns_server);
     }
+    let kubeconfig = support::cluster::kubeconfig_env().expect("the tests' cluster");
+    let image = support::node::operator_image().expect("the operator's image");
+    demo.env("HDMO_DEMO_KUBECONFIG", &kubeconfig)
+        .env("HDMO_OPERATOR_IMAGE", &image.reference);
     let started = Instant::now();
     let output = demo
         .current_dir(root)
@@ -63,6 +65,8 @@ fn demo_shows_aligned_fallback_and_restored_tenants() {
         "initech-mail-settings: sender-mode=fallback",
         "suggested: v=spf1 include:_spf.globex-mail.example include:spf.mailing.provider.example ~all",
         "it may not read Secrets: no",
+        "on node helpdesk-mail-operator-node, ready",
+        &format!("image {}", image.reference),
     ] {
         assert!(
             before.contains(expected),
@@ -108,23 +112,31 @@ fn demo_shows_aligned_fallback_and_restored_tenants() {
         ["True", "False", "1/1", "Aligned"]
     );
 
-    // Nothing left behind: the operator's process and the demo's folder are gone.
-    let log_line = after(&stdout, "pid ").expect("the demo prints the operator's pid");
-    let (pid, log) = log_line.split_once(", log ").expect("pid N, log PATH");
-    let work = Path::new(log)
-        .parent()
-        .expect("the log lives in the demo's folder");
-    assert!(!work.exists(), "{} was left behind", work.display());
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    // Nothing left behind: the release's namespace is gone or going, and the demo's folder too.
+    let pod = after(&stdout, "operator pod ").expect("the demo names the operator's Pod");
     assert!(
-        !String::from_utf8_lossy(&cmdline).contains("helpdesk-mail-operator"),
-        "the operator (pid {pid}) is still running"
+        pod.starts_with("demo-helpdesk-mail-operator-"),
+        "the operator's Pod: {pod}"
     );
-    let plane = after(&stderr, "data in ").map(str::to_owned);
-    if let Some(plane) = plane {
-        assert!(
-            !Path::new(&plane).exists(),
-            "the demo's control plane data {plane} was left behind"
-        );
-    }
+    let work = after(&stdout, "DNS server on ")
+        .and_then(|rest| rest.split_once(" serving "))
+        .and_then(|(_, zones)| Path::new(zones).parent().map(Path::to_path_buf))
+        .expect("the demo names its zone file");
+    assert!(!work.exists(), "{} was left behind", work.display());
+    let phase = support::cluster::run_tool(
+        "kubectl",
+        &[
+            "get",
+            "namespace",
+            "helpdesk-mail-system",
+            "--ignore-not-found",
+            "-o",
+            "jsonpath={.status.phase}",
+        ],
+    )
+    .expect("kubectl get namespace");
+    assert!(
+        phase.is_empty() || phase == "Terminating",
+        "the demo's namespace is still {phase}"
+    );
 }

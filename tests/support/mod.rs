@@ -2,6 +2,7 @@
 
 pub mod cluster;
 pub mod dns;
+pub mod node;
 pub mod operator;
 pub mod rbac;
 pub mod unbound;
