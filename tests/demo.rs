@@ -63,6 +63,7 @@ fn demo_shows_aligned_fallback_and_restored_tenants() {
         "acme-mail-settings: sender-mode=tenant from=support@acme.example",
         "globex-mail-settings: sender-mode=fallback from=notifications+globex@mailing.provider.example reply-to=help@globex.example",
         "initech-mail-settings: sender-mode=fallback",
+        "hooli-mail-settings: sender-mode=tenant from=support@hooli.example",
         "suggested: v=spf1 include:_spf.globex-mail.example include:spf.mailing.provider.example ~all",
         "it may not read Secrets: no",
         "on node helpdesk-mail-operator-node, ready",
@@ -99,6 +100,7 @@ fn demo_shows_aligned_fallback_and_restored_tenants() {
         "acme-mail-settings: sender-mode=tenant",
         "globex-mail-settings: sender-mode=tenant from=help@globex.example reply-to=",
         "initech-mail-settings: sender-mode=fallback",
+        "hooli-mail-settings: sender-mode=tenant from=support@hooli.example",
         "TenantSenderRestored",
         "nothing is left running",
     ] {
