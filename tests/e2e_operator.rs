@@ -5,357 +5,35 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, anyhow, ensure};
+use anyhow::{anyhow, ensure};
 use futures::{StreamExt, TryStreamExt};
 use helpdesk_mail_operator::api::{self, HelpdeskTenant, HelpdeskTenantSpec, Mode};
 use helpdesk_mail_operator::decide::record_hash;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use kube::ResourceExt;
 use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams,
-    PostParams,
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
 };
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use support::cluster::{self, TestNamespace, eventually};
-use support::dns::{Data, Fault, TestDns, Zone};
-use support::rbac;
+use support::dns::{Data, Fault, TestDns};
+use support::operator::{
+    EGRESS_IP, Operator, PROVIDER_SPF, TTL, WAIT, http_get, include_record, mode_is, scenario,
+    set_spf, txt,
+};
 
-const PROVIDER_SPF: &str = "spf.provider.test";
-const EGRESS_IP: &str = "192.0.2.10";
-const INTERVAL_SECONDS: u64 = 2;
-const TTL: u32 = 1;
-const WAIT: Duration = Duration::from_secs(60);
-
-fn include_record() -> String {
-    format!("v=spf1 include:{PROVIDER_SPF} -all")
-}
-
-/// The provider's zone and a tenant domain whose SPF includes the provider.
-fn zone(domain: &str) -> Zone {
-    let mut zone = Zone::new();
-    zone.negative_ttl = TTL;
-    zone.add(
-        PROVIDER_SPF,
-        TTL,
-        txt(&format!("v=spf1 ip4:{EGRESS_IP} -all")),
-    );
-    zone.add(domain, TTL, txt(&include_record()));
-    zone.add(&format!("_dmarc.{domain}"), TTL, txt("v=DMARC1; p=reject"));
-    zone
-}
-
-fn txt(text: &str) -> Data {
-    Data::Txt(vec![text.as_bytes().to_vec()])
-}
-
-fn set_spf(dns: &TestDns, domain: &str, text: &str, ttl: u32) {
-    let (domain, text) = (domain.to_owned(), text.to_owned());
-    dns.update(move |zone| {
-        zone.remove(&domain, hickory_proto::rr::RecordType::TXT);
-        zone.add(&domain, ttl, txt(&text));
-    });
-}
+/// The check interval of every scenario here.
+const INTERVAL: Duration = Duration::from_secs(2);
 
 fn set_fault(dns: &TestDns, domain: &str, fault: Option<Fault>) {
     let domain = domain.to_owned();
     dns.update(move |zone| {
         zone.set_fault(&domain, fault);
     });
-}
-
-/// The operator's RBAC, tenants and Lease alike, as one namespaced Role.
-fn operator_rules() -> Vec<PolicyRule> {
-    let rules = rbac::operator_rules("helpdesk-mail-operator");
-    rules.tenants.into_iter().chain(rules.lease).collect()
-}
-
-/// A kubeconfig for a ServiceAccount of the namespace bound to [`operator_rules`].
-async fn operator_kubeconfig(ns: &TestNamespace, dir: &std::path::Path) -> anyhow::Result<PathBuf> {
-    let name = "helpdesk-mail-operator";
-    let meta = || ObjectMeta {
-        name: Some(name.to_owned()),
-        ..ObjectMeta::default()
-    };
-    let pp = PostParams::default();
-    ns.api::<ServiceAccount>()
-        .create(
-            &pp,
-            &ServiceAccount {
-                metadata: meta(),
-                ..Default::default()
-            },
-        )
-        .await?;
-    ns.api::<Role>()
-        .create(
-            &pp,
-            &Role {
-                metadata: meta(),
-                rules: Some(operator_rules()),
-            },
-        )
-        .await?;
-    ns.api::<RoleBinding>()
-        .create(
-            &pp,
-            &RoleBinding {
-                metadata: meta(),
-                role_ref: RoleRef {
-                    api_group: "rbac.authorization.k8s.io".to_owned(),
-                    kind: "Role".to_owned(),
-                    name: name.to_owned(),
-                },
-                subjects: Some(vec![Subject {
-                    kind: "ServiceAccount".to_owned(),
-                    name: name.to_owned(),
-                    namespace: Some(ns.name().to_owned()),
-                    ..Subject::default()
-                }]),
-            },
-        )
-        .await?;
-    let token = cluster::service_account_token(&ns.api(), name).await?;
-    let path = dir.join("operator.kubeconfig");
-    cluster::token_kubeconfig(&path, &token, Some(ns.name()))?;
-    Ok(path)
-}
-
-/// A running operator process; killed when dropped.
-struct Operator {
-    child: Child,
-    log: PathBuf,
-    metrics_port: u16,
-}
-
-impl Operator {
-    fn spawn(
-        kubeconfig: &std::path::Path,
-        namespace: &str,
-        dns: &TestDns,
-        log: PathBuf,
-        extra: &[&str],
-    ) -> anyhow::Result<Self> {
-        let metrics_port = free_port()?;
-        let file = std::fs::File::create(&log)?;
-        let child = Command::new(env!("CARGO_BIN_EXE_helpdesk-mail-operator"))
-            .arg("run")
-            .args(["--provider-spf-domain", PROVIDER_SPF])
-            .args(["--provider-egress-ip", EGRESS_IP])
-            .args(["--default-sender", "notify+{tenant}@provider.test"])
-            .args(["--nameserver", &dns.addr().to_string()])
-            .args(["--dns-timeout-ms", "300"])
-            .args(["--check-interval", &format!("{INTERVAL_SECONDS}s")])
-            .args(["--watch-namespace", namespace])
-            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-            .args(extra)
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info,helpdesk_mail_operator=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .context("starting the operator binary")?;
-        Ok(Self {
-            child,
-            log,
-            metrics_port,
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// A metric's value from `/metrics` (summed over label sets), 0 when absent.
-    async fn metric(&self, name: &str) -> anyhow::Result<f64> {
-        let text = http_get(self.metrics_port, "/metrics").await?.1;
-        Ok(text
-            .lines()
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum())
-    }
-
-    fn signal(&self, signal: &str) -> anyhow::Result<()> {
-        let status = Command::new("kill")
-            .args([signal, &self.pid().to_string()])
-            .status()?;
-        ensure!(status.success(), "kill {signal} failed");
-        Ok(())
-    }
-
-    /// Waits for the process to exit; returns whether it exited successfully.
-    async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<bool> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status.success());
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "the operator did not exit within {timeout:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = self.log();
-            let tail: Vec<&str> = log.lines().rev().take(80).collect();
-            eprintln!("--- {} (last lines)", self.log.display());
-            for line in tail.iter().rev() {
-                eprintln!("{line}");
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
-
-/// A bare HTTP/1.0 GET on loopback: (status code, body).
-async fn http_get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| anyhow!("bad HTTP response"))?;
-    let body = response
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned();
-    Ok((code, body))
-}
-
-/// One scenario's world: namespace, DNS server, operator credentials.
-struct World {
-    ns: TestNamespace,
-    dns: TestDns,
-    dir: PathBuf,
-    kubeconfig: PathBuf,
-    domain: String,
-}
-
-impl World {
-    async fn new(prefix: &str, dir: PathBuf) -> anyhow::Result<Self> {
-        let client = cluster::client().await?;
-        cluster::apply_crd(&client, &api::crd()).await?;
-        let ns = TestNamespace::create(&client, prefix).await?;
-        let domain = format!("{prefix}.test");
-        let dns = TestDns::start(zone(&domain)).await?;
-        let kubeconfig = operator_kubeconfig(&ns, &dir).await?;
-        Ok(Self {
-            ns,
-            dns,
-            dir,
-            kubeconfig,
-            domain,
-        })
-    }
-
-    fn operator(&self, name: &str, extra: &[&str]) -> anyhow::Result<Operator> {
-        Operator::spawn(
-            &self.kubeconfig,
-            self.ns.name(),
-            &self.dns,
-            self.dir.join(format!("{name}.log")),
-            extra,
-        )
-    }
-
-    fn address(&self) -> String {
-        format!("support@{}", self.domain)
-    }
-
-    fn tenants(&self) -> Api<HelpdeskTenant> {
-        self.ns.api()
-    }
-
-    fn config_maps(&self) -> Api<ConfigMap> {
-        self.ns.api()
-    }
-
-    async fn create_tenant(&self, name: &str, mode: Mode) -> anyhow::Result<HelpdeskTenant> {
-        let tenant = HelpdeskTenant::new(name, spec(&[&self.address()], mode));
-        Ok(self
-            .tenants()
-            .create(&PostParams::default(), &tenant)
-            .await?)
-    }
-
-    async fn wait_tenant(
-        &self,
-        name: &str,
-        what: &str,
-        pred: impl Fn(&HelpdeskTenant) -> bool,
-    ) -> anyhow::Result<HelpdeskTenant> {
-        let api = self.tenants();
-        eventually(what, WAIT, || async {
-            Ok(api.get_opt(name).await?.filter(|t| pred(t)))
-        })
-        .await
-    }
-
-    async fn wait_config_map(
-        &self,
-        name: &str,
-        what: &str,
-        pred: impl Fn(&BTreeMap<String, String>) -> bool,
-    ) -> anyhow::Result<ConfigMap> {
-        let api = self.config_maps();
-        eventually(what, WAIT, || async {
-            Ok(api
-                .get_opt(name)
-                .await?
-                .filter(|cm| pred(&cm.data.clone().unwrap_or_default())))
-        })
-        .await
-    }
-
-    async fn event_reasons(&self) -> anyhow::Result<Vec<String>> {
-        let events = self.ns.api::<Event>().list(&ListParams::default()).await?;
-        Ok(events.items.into_iter().filter_map(|e| e.reason).collect())
-    }
-
-    async fn wait_event(&self, reason: &str) -> anyhow::Result<()> {
-        eventually(&format!("a {reason} Event"), WAIT, || async {
-            Ok(self
-                .event_reasons()
-                .await?
-                .iter()
-                .any(|r| r == reason)
-                .then_some(()))
-        })
-        .await
-    }
 }
 
 fn spec(addresses: &[&str], mode: Mode) -> HelpdeskTenantSpec {
@@ -381,47 +59,15 @@ fn condition_is(tenant: &HelpdeskTenant, kind: &str, status: &str) -> bool {
     condition(tenant, kind).is_some_and(|c| c.status == status)
 }
 
-fn mode_is(data: &BTreeMap<String, String>, mode: &str) -> bool {
-    data.get("sender-mode").map(String::as_str) == Some(mode)
-}
-
-/// Runs a scenario and prints the operator logs when it fails.
-async fn scenario<F, Fut>(prefix: &str, body: F)
-where
-    F: FnOnce(World) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
-{
-    let logs = tempfile::tempdir().expect("a directory for the logs");
-    let world = World::new(prefix, logs.path().to_owned())
-        .await
-        .expect("the scenario's world starts");
-    let result = body(world).await;
-    if let Err(error) = result {
-        for entry in std::fs::read_dir(logs.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(60).collect();
-            eprintln!("--- {} (last lines)", entry.path().display());
-            for line in tail.iter().rev() {
-                eprintln!("{line}");
-            }
-        }
-        panic!("{prefix}: {error:#}");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aligned_tenant_flips_to_fallback_and_back() {
-    scenario("flip", |w| async move {
+    scenario("flip", INTERVAL, |w| async move {
         let _operator = w.operator("operator", &[])?;
         w.create_tenant("acme", Mode::Enforce).await?;
         let address = w.address();
 
         // Aligned: the tenant's own address.
-        w.wait_config_map("acme-mail-settings", "sender-mode tenant", |d| {
+        w.wait_config_map("acme-mail-settings", "sender-mode tenant", WAIT, |d| {
             mode_is(d, "tenant")
         })
         .await?;
@@ -448,7 +94,7 @@ async fn aligned_tenant_flips_to_fallback_and_back() {
         // Include removed: fallback after two definitive failures.
         let removed_at = Instant::now();
         set_spf(&w.dns, &w.domain, "v=spf1 -all", TTL);
-        w.wait_config_map("acme-mail-settings", "sender-mode fallback", |d| {
+        w.wait_config_map("acme-mail-settings", "sender-mode fallback", WAIT, |d| {
             mode_is(d, "fallback")
         })
         .await?;
@@ -507,7 +153,7 @@ async fn aligned_tenant_flips_to_fallback_and_back() {
             "{reasons:?}"
         );
         assert!(
-            flip < Duration::from_secs(INTERVAL_SECONDS * 2 + 15),
+            flip < INTERVAL * 2 + Duration::from_secs(15),
             "fallback took {flip:?}"
         );
 
@@ -525,9 +171,12 @@ async fn aligned_tenant_flips_to_fallback_and_back() {
             .as_ref()
             .and_then(|s| s.senders[0].valid_after.clone())
             .ok_or_else(|| anyhow!("no validAfter"))?;
-        w.wait_config_map("acme-mail-settings", "sender-mode tenant again", |d| {
-            mode_is(d, "tenant")
-        })
+        w.wait_config_map(
+            "acme-mail-settings",
+            "sender-mode tenant again",
+            WAIT,
+            |d| mode_is(d, "tenant"),
+        )
         .await?;
         let switched = jiff::Timestamp::now();
         assert!(
@@ -549,10 +198,10 @@ async fn aligned_tenant_flips_to_fallback_and_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_failures_keep_the_sender_and_show_unknown() {
-    scenario("tempfail", |w| async move {
+    scenario("tempfail", INTERVAL, |w| async move {
         let _operator = w.operator("operator", &[])?;
         w.create_tenant("acme", Mode::Enforce).await?;
-        w.wait_config_map("acme-mail-settings", "sender-mode tenant", |d| {
+        w.wait_config_map("acme-mail-settings", "sender-mode tenant", WAIT, |d| {
             mode_is(d, "tenant")
         })
         .await?;
@@ -578,7 +227,7 @@ async fn dns_failures_keep_the_sender_and_show_unknown() {
                 .senders[0];
             assert_eq!(sender.state, api::SenderState::TemporaryFailure);
             // Several intervals later the tenant still sends as itself.
-            tokio::time::sleep(Duration::from_secs(INTERVAL_SECONDS * 3)).await;
+            tokio::time::sleep(INTERVAL * 3).await;
             let data = w
                 .config_maps()
                 .get("acme-mail-settings")
@@ -609,11 +258,11 @@ async fn dns_failures_keep_the_sender_and_show_unknown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owned_config_map_is_repaired_recreated_and_collected() {
-    scenario("owned", |w| async move {
+    scenario("owned", INTERVAL, |w| async move {
         let _operator = w.operator("operator", &[])?;
         w.create_tenant("acme", Mode::Enforce).await?;
         let address = w.address();
-        w.wait_config_map("acme-mail-settings", "sender-mode tenant", |d| {
+        w.wait_config_map("acme-mail-settings", "sender-mode tenant", WAIT, |d| {
             mode_is(d, "tenant")
         })
         .await?;
@@ -627,16 +276,13 @@ async fn owned_config_map_is_repaired_recreated_and_collected() {
                 &Patch::Merge(&edit),
             )
             .await?;
-        let cm = w
-            .wait_config_map("acme-mail-settings", "the owned key put back", |d| {
+        let data = w
+            .wait_config_map("acme-mail-settings", "the owned key put back", WAIT, |d| {
                 d.get("from") == Some(&address)
             })
             .await?;
         assert_eq!(
-            cm.data
-                .unwrap_or_default()
-                .get("signature")
-                .map(String::as_str),
+            data.get("signature").map(String::as_str),
             Some("Cheers"),
             "other keys kept"
         );
@@ -645,7 +291,7 @@ async fn owned_config_map_is_repaired_recreated_and_collected() {
         w.config_maps()
             .delete("acme-mail-settings", &DeleteParams::default())
             .await?;
-        w.wait_config_map("acme-mail-settings", "the ConfigMap recreated", |d| {
+        w.wait_config_map("acme-mail-settings", "the ConfigMap recreated", WAIT, |d| {
             mode_is(d, "tenant")
         })
         .await?;
@@ -759,7 +405,7 @@ async fn invalid_specs_are_rejected_with_the_rule_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn observe_mode_reports_without_switching() {
-    scenario("observe", |w| async move {
+    scenario("observe", INTERVAL, |w| async move {
         let _operator = w.operator("operator", &[])?;
         w.create_tenant("acme", Mode::Observe).await?;
         w.wait_tenant("acme", "aligned", |t| condition_is(t, "SpfAligned", "True"))
@@ -798,13 +444,13 @@ async fn observe_mode_reports_without_switching() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steady_state_writes_nothing_and_recheck_forces_a_check() {
-    scenario("steady", |w| async move {
+    scenario("steady", INTERVAL, |w| async move {
         let operator = w.operator("operator", &[])?;
         w.create_tenant("acme", Mode::Enforce).await?;
-        w.wait_config_map("acme-mail-settings", "sender-mode tenant", |d| mode_is(d, "tenant")).await?;
+        w.wait_config_map("acme-mail-settings", "sender-mode tenant", WAIT, |d| mode_is(d, "tenant")).await?;
         w.wait_tenant("acme", "Ready", |t| condition_is(t, "Ready", "True")).await?;
         // Let the first checks settle, then count every change for several intervals.
-        tokio::time::sleep(Duration::from_secs(INTERVAL_SECONDS * 2)).await;
+        tokio::time::sleep(INTERVAL * 2).await;
         let checks_before = operator.metric("helpdesk_checks_total").await?;
         let tenant_rv = w.tenants().get("acme").await?.resource_version();
         let cm_rv = w.config_maps().get("acme-mail-settings").await?.resource_version();
@@ -819,7 +465,7 @@ async fn steady_state_writes_nothing_and_recheck_forces_a_check() {
             cms.map_ok(|c| ("configmap", c.resource_version())).boxed(),
         );
         let mut writes = Vec::new();
-        let window = tokio::time::sleep(Duration::from_secs(INTERVAL_SECONDS * 5));
+        let window = tokio::time::sleep(INTERVAL * 5);
         tokio::pin!(window);
         loop {
             tokio::select! {
@@ -860,7 +506,7 @@ async fn steady_state_writes_nothing_and_recheck_forces_a_check() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_lease_holder_writes_and_a_killed_holder_hands_over() {
-    scenario("leader", |w| async move {
+    scenario("leader", INTERVAL, |w| async move {
         let lease_args = |name: &str| -> Vec<String> {
             vec![
                 "--leader-election".into(),
@@ -891,7 +537,7 @@ async fn only_the_lease_holder_writes_and_a_killed_holder_hands_over() {
         })
         .await?;
         w.create_tenant("acme", Mode::Enforce).await?;
-        w.wait_config_map("acme-mail-settings", "sender-mode tenant", |d| {
+        w.wait_config_map("acme-mail-settings", "sender-mode tenant", WAIT, |d| {
             mode_is(d, "tenant")
         })
         .await?;
@@ -960,7 +606,7 @@ async fn only_the_lease_holder_writes_and_a_killed_holder_hands_over() {
             "handover took {handover:?} to {new_holder}"
         );
         set_spf(&w.dns, &w.domain, "v=spf1 -all", TTL);
-        w.wait_config_map("acme-mail-settings", "the new leader acts", |d| {
+        w.wait_config_map("acme-mail-settings", "the new leader acts", WAIT, |d| {
             mode_is(d, "fallback")
         })
         .await?;
@@ -987,7 +633,7 @@ async fn only_the_lease_holder_writes_and_a_killed_holder_hands_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn egress_change_rechecks_every_tenant() {
-    scenario("egress", |w| async move {
+    scenario("egress", INTERVAL, |w| async move {
         // The provider's SMTP host resolves to the authorized address at first.
         let host = "smtp.provider.test";
         w.dns.update(|zone| {
@@ -1056,10 +702,10 @@ async fn egress_change_rechecks_every_tenant() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_map_of_another_tenant_is_left_alone_and_reported() {
-    scenario("conflict", |w| async move {
+    scenario("conflict", INTERVAL, |w| async move {
         let _operator = w.operator("operator", &[])?;
         w.create_tenant("acme", Mode::Enforce).await?;
-        w.wait_config_map("acme-mail-settings", "sender-mode tenant", |d| {
+        w.wait_config_map("acme-mail-settings", "sender-mode tenant", WAIT, |d| {
             mode_is(d, "tenant")
         })
         .await?;
@@ -1121,7 +767,7 @@ mod dkim_zone {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn required_alignment_combines_spf_and_dkim() {
     use helpdesk_mail_operator::api::RequiredAlignment::{self, Spf, SpfAndDkim, SpfOrDkim};
-    scenario("dkim", |w| async move {
+    scenario("dkim", INTERVAL, |w| async move {
         let reference = dkim_zone::reference();
         w.dns.update(|zone| {
             zone.add(&reference, TTL, txt(&dkim_zone::record(dkim_zone::KEY)));
@@ -1197,6 +843,7 @@ async fn required_alignment_combines_spf_and_dkim() {
             w.wait_config_map(
                 &format!("{name}-mail-settings"),
                 &format!("{name} ({required:?}, SPF {spf_good}, DKIM {dkim_good}) sends as {mode}"),
+                WAIT,
                 |data| mode_is(data, mode),
             )
             .await?;
@@ -1257,6 +904,7 @@ async fn required_alignment_combines_spf_and_dkim() {
         w.wait_config_map(
             &format!("{dkim_only}-mail-settings"),
             "the DKIM-only tenant falls back once its selector is gone",
+            WAIT,
             |data| mode_is(data, "fallback"),
         )
         .await?;
@@ -1277,7 +925,7 @@ async fn required_alignment_combines_spf_and_dkim() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_edit_is_kept_in_the_history_and_reported_once() {
-    scenario("history", |w| async move {
+    scenario("history", INTERVAL, |w| async move {
         let operator = w.operator("operator", &[])?;
         w.create_tenant("acme", Mode::Enforce).await?;
         let spf_history = |t: &HelpdeskTenant| {

@@ -10,13 +10,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, ensure};
 use futures::{StreamExt, TryStreamExt};
+use helpdesk_mail_operator::api::Mode;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use support::cluster::eventually;
-use support::operator::{LEASE_NAME, World, mode_is, scenario, set_spf};
-
-const WAIT: Duration = Duration::from_secs(60);
+use support::operator::{LEASE_NAME, TTL, WAIT, World, mode_is, scenario, set_spf};
 
 async fn holder(leases: &Api<Lease>) -> anyhow::Result<Option<String>> {
     Ok(leases
@@ -46,7 +45,7 @@ async fn a_paused_leader_writes_nothing_after_it_resumes() {
         let b = w.operator("replica-b", &b_args.iter().map(String::as_str).collect::<Vec<_>>())?;
         let leases: Api<Lease> = w.ns.api();
         eventually("a Lease holder", WAIT, || holder(&leases)).await?;
-        w.create_tenant("acme").await?;
+        w.create_tenant("acme", Mode::Enforce).await?;
         w.wait_config_map("acme-mail-settings", "sender-mode tenant", WAIT, |d| {
             mode_is(d, "tenant")
         })
@@ -74,7 +73,7 @@ async fn a_paused_leader_writes_nothing_after_it_resumes() {
         );
 
         // The tenant's DNS breaks: the new leader switches it to fallback.
-        set_spf(&w.dns, &w.domain, "v=spf1 -all");
+        set_spf(&w.dns, &w.domain, "v=spf1 -all", TTL);
         w.wait_config_map("acme-mail-settings", "the new leader switches", WAIT, |d| {
             mode_is(d, "fallback")
         })
@@ -129,7 +128,7 @@ async fn a_paused_leader_writes_nothing_after_it_resumes() {
 async fn owned_keys_rewritten_every_second_come_back() {
     scenario("rewrite", Duration::from_secs(2), |w| async move {
         let operator = w.operator("operator", &[])?;
-        w.create_tenant("acme").await?;
+        w.create_tenant("acme", Mode::Enforce).await?;
         let good = w
             .wait_config_map("acme-mail-settings", "sender-mode tenant", WAIT, |d| {
                 mode_is(d, "tenant")
@@ -182,7 +181,7 @@ async fn a_thousand_new_tenants_get_one_activation_event_each() {
         futures::stream::iter(0..TENANTS)
             .map(|i| {
                 let w = &w;
-                async move { w.create_tenant(&format!("t{i:04}")).await }
+                async move { w.create_tenant(&format!("t{i:04}"), Mode::Enforce).await }
             })
             .buffer_unordered(16)
             .try_collect::<Vec<_>>()

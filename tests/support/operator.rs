@@ -22,6 +22,8 @@ pub const PROVIDER_SPF: &str = "spf.provider.test";
 pub const EGRESS_IP: &str = "192.0.2.10";
 pub const TTL: u32 = 1;
 pub const LEASE_NAME: &str = "helpdesk-mail-operator";
+/// How long a scenario waits for the cluster to converge.
+pub const WAIT: Duration = Duration::from_secs(60);
 
 pub fn include_record() -> String {
     format!("v=spf1 include:{PROVIDER_SPF} -all")
@@ -45,11 +47,11 @@ pub fn txt(text: &str) -> Data {
     Data::Txt(vec![text.as_bytes().to_vec()])
 }
 
-pub fn set_spf(dns: &TestDns, domain: &str, text: &str) {
+pub fn set_spf(dns: &TestDns, domain: &str, text: &str, ttl: u32) {
     let (domain, text) = (domain.to_owned(), text.to_owned());
     dns.update(move |zone| {
         zone.remove(&domain, hickory_proto::rr::RecordType::TXT);
-        zone.add(&domain, TTL, txt(&text));
+        zone.add(&domain, ttl, txt(&text));
     });
 }
 
@@ -294,9 +296,9 @@ impl World {
         self.ns.api()
     }
 
-    pub async fn create_tenant(&self, name: &str) -> anyhow::Result<HelpdeskTenant> {
+    pub async fn create_tenant(&self, name: &str, mode: Mode) -> anyhow::Result<HelpdeskTenant> {
         let spec = HelpdeskTenantSpec {
-            mode: Mode::Enforce,
+            mode,
             ..HelpdeskTenantSpec::with_senders([self.address().as_str()])
         };
         let tenant = HelpdeskTenant::new(name, spec);
@@ -324,6 +326,37 @@ impl World {
     ) -> anyhow::Result<BTreeMap<String, String>> {
         eventually(what, timeout, || async {
             Ok(Some(self.config_map_data(name).await?).filter(|d| pred(d)))
+        })
+        .await
+    }
+
+    pub async fn wait_tenant(
+        &self,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&HelpdeskTenant) -> bool,
+    ) -> anyhow::Result<HelpdeskTenant> {
+        let api = self.tenants();
+        eventually(what, WAIT, || async {
+            Ok(api.get_opt(name).await?.filter(|t| pred(t)))
+        })
+        .await
+    }
+
+    /// The reasons of every Event of the namespace.
+    pub async fn event_reasons(&self) -> anyhow::Result<Vec<String>> {
+        let events = self.ns.api::<Event>().list(&ListParams::default()).await?;
+        Ok(events.items.into_iter().filter_map(|e| e.reason).collect())
+    }
+
+    pub async fn wait_event(&self, reason: &str) -> anyhow::Result<()> {
+        eventually(&format!("a {reason} Event"), WAIT, || async {
+            Ok(self
+                .event_reasons()
+                .await?
+                .iter()
+                .any(|r| r == reason)
+                .then_some(()))
         })
         .await
     }
