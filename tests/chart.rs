@@ -49,21 +49,7 @@ fn helm(args: &[&str]) -> (bool, String, String) {
 
 /// `helm template` with extra arguments; panics with helm's message on failure.
 fn render(extra: &[&str]) -> Vec<Value> {
-    // Rendered for the oldest Kubernetes the chart supports (Chart.yaml kubeVersion).
-    let mut args = vec![
-        "template",
-        "hdmo",
-        CHART,
-        "--namespace",
-        "mail-system",
-        "--kube-version",
-        "1.30.0",
-    ];
-    args.extend_from_slice(extra);
-    let (ok, stdout, stderr) = helm(&args);
-    assert!(ok, "helm template {extra:?} failed:\n{stderr}");
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&stdout).expect("rendered YAML parses");
-    docs.into_iter().filter(|d| !d.is_null()).collect()
+    support::chart::render(extra)
 }
 
 fn kinds(docs: &[Value]) -> Vec<String> {

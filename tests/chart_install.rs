@@ -6,7 +6,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -17,6 +17,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use support::chart::helm;
 use support::cluster::{self, TestNamespace};
 use support::dns::{TestDns, Zone};
 
@@ -25,35 +26,6 @@ const PROVIDER_INCLUDE: &str = "spf.mailing.provider.test";
 const EGRESS_V4: &str = "192.0.2.25";
 const EGRESS_V6: &str = "2001:db8::25";
 const WAIT: Duration = Duration::from_secs(90);
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Runs helm against the test cluster, with its own config and cache folders.
-fn helm(home: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let output = cluster::tool_command("helm")?
-        .args(args)
-        .current_dir(root())
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_DATA_HOME", home.join("data"))
-        .output()
-        .context("running helm")?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    ensure!(
-        output.status.success(),
-        "helm {} failed: {stderr}",
-        args.join(" ")
-    );
-    // The test namespace warns on Pod Security `restricted` violations; helm relays warnings.
-    ensure!(
-        !stderr.contains("PodSecurity"),
-        "helm {}: {stderr}",
-        args.join(" ")
-    );
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
 
 /// The operator process; killed and reaped when dropped, its log kept for failure messages.
 struct Operator {

@@ -20,7 +20,6 @@ use serde_json::Value;
 use support::cluster::{self, TestNamespace, eventually};
 use support::dns::{Data, Fault, TestDns, Zone};
 
-const CHART: &str = "charts/helpdesk-mail-operator";
 const DASHBOARD_FILE: &str = "charts/helpdesk-mail-operator/files/dashboard.json";
 const DASHBOARD_KEY: &str = "helpdesk-mail-operator.json";
 const PROVIDER_SPF: &str = "spf.provider.test";
@@ -33,36 +32,8 @@ fn root() -> &'static Path {
 
 /// `helm template` of the chart with `--set` values; the rendered documents.
 fn render(sets: &[&str]) -> Vec<Value> {
-    let helm = cluster::tool("helm").expect("helm from the tools cache");
-    let mut command = Command::new(helm);
-    command
-        .args(["template", "hdmo", CHART, "--namespace", "mail-system"])
-        .args(["--kube-version", "1.30.0"])
-        .current_dir(root())
-        .env(
-            "HELM_CONFIG_HOME",
-            std::env::temp_dir().join("hdmo-helm-config"),
-        )
-        .env(
-            "HELM_CACHE_HOME",
-            std::env::temp_dir().join("hdmo-helm-cache"),
-        )
-        .env(
-            "HELM_DATA_HOME",
-            std::env::temp_dir().join("hdmo-helm-data"),
-        );
-    for set in sets {
-        command.args(["--set", set]);
-    }
-    let out = command.output().expect("helm runs");
-    assert!(
-        out.status.success(),
-        "helm template {sets:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&String::from_utf8_lossy(&out.stdout))
-        .expect("rendered YAML parses");
-    docs.into_iter().filter(|d| !d.is_null()).collect()
+    let args: Vec<&str> = sets.iter().flat_map(|set| ["--set", set]).collect();
+    support::chart::render(&args)
 }
 
 fn rendered_with_monitoring() -> Vec<Value> {

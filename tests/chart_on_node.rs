@@ -9,7 +9,6 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow, ensure};
@@ -19,6 +18,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use support::chart::helm;
 use support::cluster::{self, TestNamespace};
 use support::dns::{TestDns, Zone};
 use support::node::{self, Image};
@@ -33,35 +33,6 @@ const WAIT: Duration = Duration::from_secs(120);
 /// lease duration plus one retry period.
 const LEASE_DURATION: Duration = Duration::from_secs(15);
 const RETRY_PERIOD: Duration = Duration::from_secs(2);
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Runs helm against the test cluster, with its own config and cache folders; fails on any
-/// Pod Security warning.
-fn helm(home: &Path, args: &[String]) -> anyhow::Result<String> {
-    let output = cluster::tool_command("helm")?
-        .args(args)
-        .current_dir(root())
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_DATA_HOME", home.join("data"))
-        .output()
-        .context("running helm")?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    ensure!(
-        output.status.success(),
-        "helm {} failed: {stderr}",
-        args.join(" ")
-    );
-    ensure!(
-        !stderr.contains("PodSecurity"),
-        "helm {}: {stderr}",
-        args.join(" ")
-    );
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
 
 fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|a| (*a).to_owned()).collect()

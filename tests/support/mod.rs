@@ -1,5 +1,6 @@
 #![allow(dead_code)]
 
+pub mod chart;
 pub mod cluster;
 pub mod dns;
 pub mod node;
