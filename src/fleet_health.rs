@@ -104,15 +104,21 @@ impl FleetHealth {
 
     /// The provider self-check (docs/design.md §5): `Some(message)` while any egress address
     /// does not pass `--provider-spf-domain` itself; the change, to the one caller that saw it
-    /// happen. Reused for [`GUARD_TTL`] while the egress set stays the same.
+    /// happen. Reused for [`GUARD_TTL`] while the egress set stays the same, except that a
+    /// healthy result older than `suspect_since` is checked again: a sender check started
+    /// then failed the way a broken provider record makes it fail, and may have seen a newer
+    /// provider record than the cached result did.
     pub async fn provider_broken<D: Dns + Clone>(
         &self,
         dns: &D,
         provider: &Provider,
+        suspect_since: Option<Instant>,
     ) -> (Option<String>, Option<ProviderChange>) {
         let mut cache = self.provider.lock().await;
-        let fresh = cache.checked_at.is_some_and(|at| at.elapsed() < GUARD_TTL)
-            && cache.egress == provider.egress_ips;
+        let fresh = cache.checked_at.is_some_and(|at| {
+            at.elapsed() < GUARD_TTL
+                && (cache.broken.is_some() || suspect_since.is_none_or(|since| at >= since))
+        }) && cache.egress == provider.egress_ips;
         if fresh {
             return (cache.broken.clone(), None);
         }
@@ -210,7 +216,8 @@ impl FleetHealth {
     }
 
     /// The guards one tenant's checks meet (docs/design.md §5), and a provider health change
-    /// for the one caller that saw it. `fallback` is the tenant's fallback From address.
+    /// for the one caller that saw it. `fallback` is the tenant's fallback From address;
+    /// `checks_started` is when the tenant's checks began.
     pub async fn guards<D: Dns + Clone>(
         &self,
         dns: &D,
@@ -219,8 +226,10 @@ impl FleetHealth {
         checks: &[SenderCheck],
         fallback: &str,
         key: &(String, String),
+        checks_started: Instant,
     ) -> (Guards, Option<ProviderChange>) {
-        let (provider_broken, change) = self.provider_broken(dns, provider).await;
+        let suspect = checks.iter().any(provider_fault).then_some(checks_started);
+        let (provider_broken, change) = self.provider_broken(dns, provider, suspect).await;
         let turned = checks.iter().any(|check| {
             let before = previous.and_then(|p| {
                 p.senders

@@ -259,6 +259,7 @@ async fn reconcile_inner(
                 egress_ips: egress.into_iter().collect(),
                 dkim_selectors: ctx.settings.dkim_selectors.clone(),
             };
+            let checks_started = Instant::now();
             let checks = check_all(tenant, &provider, ctx).await;
             let fallback = decide::fallback_sender(
                 &tenant.spec,
@@ -268,7 +269,15 @@ async fn reconcile_inner(
             );
             let (found, change) = ctx
                 .fleet
-                .guards(&ctx.resolver, &provider, previous, &checks, &fallback, &key)
+                .guards(
+                    &ctx.resolver,
+                    &provider,
+                    previous,
+                    &checks,
+                    &fallback,
+                    &key,
+                    checks_started,
+                )
                 .await;
             guards = found;
             if let Some(change) = change

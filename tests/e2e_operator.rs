@@ -50,6 +50,8 @@ fn zone(domain: &str) -> Zone {
     );
     zone.add(domain, TTL, txt(&include_record()));
     zone.add(&format!("_dmarc.{domain}"), TTL, txt("v=DMARC1; p=reject"));
+    // The fallback sender's domain is aligned itself (docs/design.md §5).
+    zone.add("provider.test", TTL, txt(&include_record()));
     zone
 }
 
