@@ -65,6 +65,18 @@ struct ProviderCache {
     broken: Option<String>,
 }
 
+/// One tenant's round of checks, as the guards look at it.
+#[derive(Clone, Copy, Debug)]
+pub struct TenantRound<'a> {
+    pub previous: Option<&'a HelpdeskTenantStatus>,
+    pub checks: &'a [SenderCheck],
+    /// The tenant's fallback From address.
+    pub fallback: &'a str,
+    pub key: &'a (String, String),
+    /// When the tenant's checks began.
+    pub checks_started: Instant,
+}
+
 /// The fleet-wide guard state, shared by every reconcile.
 pub struct FleetHealth {
     provider: tokio::sync::Mutex<ProviderCache>,
@@ -216,18 +228,20 @@ impl FleetHealth {
     }
 
     /// The guards one tenant's checks meet (docs/design.md §5), and a provider health change
-    /// for the one caller that saw it. `fallback` is the tenant's fallback From address;
-    /// `checks_started` is when the tenant's checks began.
+    /// for the one caller that saw it.
     pub async fn guards<D: Dns + Clone>(
         &self,
         dns: &D,
         provider: &Provider,
-        previous: Option<&HelpdeskTenantStatus>,
-        checks: &[SenderCheck],
-        fallback: &str,
-        key: &(String, String),
-        checks_started: Instant,
+        round: &TenantRound<'_>,
     ) -> (Guards, Option<ProviderChange>) {
+        let TenantRound {
+            previous,
+            checks,
+            fallback,
+            key,
+            checks_started,
+        } = *round;
         let suspect = checks.iter().any(provider_fault).then_some(checks_started);
         let (provider_broken, change) = self.provider_broken(dns, provider, suspect).await;
         let turned = checks.iter().any(|check| {

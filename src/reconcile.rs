@@ -27,7 +27,7 @@ use crate::decide::{self, Decision, EventKind, Input};
 use crate::dkim::ProviderSelector;
 use crate::dns::Resolver;
 use crate::egress::Egress;
-use crate::fleet_health::FleetHealth;
+use crate::fleet_health::{FleetHealth, TenantRound};
 use crate::guard::GuardConfig;
 use crate::leader::{Leadership, NotLeader};
 use crate::mail_settings::keys;
@@ -272,11 +272,13 @@ async fn reconcile_inner(
                 .guards(
                     &ctx.resolver,
                     &provider,
-                    previous,
-                    &checks,
-                    &fallback,
-                    &key,
-                    checks_started,
+                    &TenantRound {
+                        previous,
+                        checks: &checks,
+                        fallback: &fallback,
+                        key: &key,
+                        checks_started,
+                    },
                 )
                 .await;
             guards = found;
