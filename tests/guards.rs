@@ -62,9 +62,26 @@ async fn events(w: &World, reason: &str) -> anyhow::Result<u32> {
 
 /// Creates `n` tenants and waits until every one sends as its own address.
 async fn settled_tenants(w: &World, prefix: &str, n: usize) -> anyhow::Result<Vec<String>> {
+    settled_tenants_with(w, prefix, n, 2).await
+}
+
+/// Like [`settled_tenants`], with `spec.failureThreshold` set.
+async fn settled_tenants_with(
+    w: &World,
+    prefix: &str,
+    n: usize,
+    failure_threshold: u32,
+) -> anyhow::Result<Vec<String>> {
     let names: Vec<String> = (0..n).map(|i| format!("{prefix}-{i:02}")).collect();
     for name in &names {
-        w.create_tenant(name).await?;
+        let spec = HelpdeskTenantSpec {
+            mode: Mode::Enforce,
+            failure_threshold,
+            ..HelpdeskTenantSpec::with_senders([w.address().as_str()])
+        };
+        w.tenants()
+            .create(&PostParams::default(), &HelpdeskTenant::new(name, spec))
+            .await?;
     }
     eventually("every tenant sends as itself", WAIT, || async {
         Ok((in_mode(w, &names, "tenant").await? == n).then_some(()))
@@ -261,7 +278,8 @@ const GUARD_ARGS: [&str; 4] = [
 async fn the_fleet_guard_holds_until_the_rate_drops() {
     scenario("guard-rate", INTERVAL, |w| async move {
         let op = w.operator("operator", &GUARD_ARGS)?;
-        let names = settled_tenants(&w, "rate", FLEET).await?;
+        // A single failure switches: the guard alone limits how many switch.
+        let names = settled_tenants_with(&w, "rate", FLEET, 1).await?;
         let switched = nxdomain_trips_the_guard(&w, &op, &names).await?;
         // The resolver is fixed: the rate drops, the hold ends, nobody else switched.
         w.dns.update(|zone| zone.nxdomain_except = None);
