@@ -27,6 +27,12 @@ pub mod reason {
     pub const AWAITING_FIRST_VERDICT: &str = "AwaitingFirstVerdict";
     /// The mail-settings ConfigMap is controlled by another object.
     pub const CONFIG_MAP_CONFLICT: &str = "ConfigMapConflict";
+    /// The provider's own SPF record fails (docs/design.md §5 "Provider self-check").
+    pub const PROVIDER_SPF_BROKEN: &str = "ProviderSpfBroken";
+    /// Falling back would not help: the fallback sender is not aligned either (§5).
+    pub const FALLBACK_SENDER_UNALIGNED: &str = "FallbackSenderUnaligned";
+    /// The fleet guard holds switches to the fallback sender (§5).
+    pub const FLEET_GUARD_HOLD: &str = "FleetGuardHold";
 }
 
 /// Sets the Ready, SpfAligned and FallbackActive conditions from the senders' states.
@@ -45,8 +51,12 @@ pub fn set_conditions(
     let temporary = list(&|s| {
         s.state == SenderState::TemporaryFailure
             || (s.state == SenderState::Pending
-                && s.reason.as_deref() == Some(reason::DNS_TEMPORARY_FAILURE))
+                && matches!(
+                    s.reason.as_deref(),
+                    Some(reason::DNS_TEMPORARY_FAILURE | reason::PROVIDER_SPF_BROKEN)
+                ))
     });
+    let provider_broken = list(&|s| s.reason.as_deref() == Some(reason::PROVIDER_SPF_BROKEN));
     let pending = list(&|s| s.state == SenderState::Pending);
     let falling_back = list(&|s| s.sending_as == SendingAs::Fallback);
 
@@ -62,6 +72,15 @@ pub fn set_conditions(
                 unaligned.len(),
                 senders.len(),
                 describe(&unaligned)
+            ),
+        )
+    } else if !provider_broken.is_empty() {
+        (
+            "Unknown",
+            reason::PROVIDER_SPF_BROKEN.to_owned(),
+            format!(
+                "the provider's own SPF record fails, so {} cannot be judged; current senders are kept",
+                addresses(&provider_broken)
             ),
         )
     } else if !temporary.is_empty() {

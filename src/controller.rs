@@ -128,6 +128,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Arc::new(leadership),
     ));
     ctx.egress.refresh(&ctx.resolver).await;
+    // The fleet guard's release annotation is read from the Lease (docs/design.md §5).
+    if config.lease.is_some() {
+        tokio::spawn(ctx.fleet.clone().watch_release(
+            Api::namespaced(client.clone(), &ctx.settings.lease_namespace),
+            ctx.settings.lease_name.clone(),
+            shutdown.clone(),
+        ));
+    }
     tokio::spawn(refresh_egress_periodically(
         ctx.clone(),
         config.settings.default_interval,

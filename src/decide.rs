@@ -12,12 +12,13 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::alignment::{AlignmentPath, SenderCheck, UnalignedReason, Verdict};
+use crate::api::condition;
 use crate::api::{
     DkimSelectorStatus, DkimStatus, DmarcStatus, HelpdeskTenantSpec, HelpdeskTenantStatus, Mode,
     RecordHistory, RecordHistoryEntry, SenderState, SenderStatus, SendingAs, SpfStatus,
     SuggestedRecordStatus, parse_duration,
 };
-use crate::conditions::{reason, same_ignoring_timestamps, set_conditions};
+use crate::conditions::{reason, same_ignoring_timestamps, set_condition, set_conditions};
 use crate::mail_settings::config_map_data;
 use crate::names::address_domain;
 
@@ -46,6 +47,44 @@ pub struct Input<'a> {
     pub default_interval: Duration,
     /// The `mail.helpdesk.io/recheck` annotation value this round handled.
     pub recheck: Option<&'a str>,
+    /// The fleet-wide guards this round's checks met (docs/design.md §5).
+    pub guards: Guards,
+}
+
+/// The guards of docs/design.md §5 "Guards before switching to fallback", as this round's
+/// checks found them. They matter only when a check ran.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Guards {
+    /// The provider's own SPF record fails: why. Senders whose failure it explains get no
+    /// verdict ([`provider_fault`]).
+    pub provider_broken: Option<String>,
+    /// The fallback sender is not aligned either: why. No sender moves to it.
+    pub fallback_unaligned: Option<String>,
+    /// The fleet guard holds switches to the fallback sender.
+    pub fleet_hold: bool,
+}
+
+/// Whether a broken provider record explains this check's failure: the sender reaches the
+/// provider include and fails as the provider's record would make it fail (an address not
+/// authorized, or a permerror from the include). Other failures are the tenant's own.
+pub fn provider_fault(check: &SenderCheck) -> bool {
+    matches!(
+        check.verdict,
+        Verdict::Unaligned {
+            reason: UnalignedReason::ProviderNotAuthorized | UnalignedReason::SpfPermError,
+            ..
+        }
+    ) && check.spf.provider_include_reachable
+}
+
+/// Whether a check counts toward the fleet guard (docs/design.md §5): a sender that sends
+/// as the tenant's own address (and so was Aligned) got an Unaligned verdict that is not the
+/// provider's fault.
+pub fn turned_unaligned(previous: Option<&SenderStatus>, check: &SenderCheck) -> bool {
+    matches!(check.verdict, Verdict::Unaligned { .. })
+        && !provider_fault(check)
+        && previous
+            .is_some_and(|p| p.sending_as == SendingAs::Tenant && p.state != SenderState::Pending)
 }
 
 /// Kind of an Event: one per sender state change.
@@ -69,6 +108,8 @@ pub enum EventKind {
     DnsTemporaryFailure,
     /// The SPF record text of the envelope domain changed.
     SpfRecordChanged,
+    /// A switch to the fallback sender is not made: the fallback sender is not aligned.
+    FallbackSenderUnaligned,
 }
 
 impl EventKind {
@@ -84,6 +125,7 @@ impl EventKind {
             Self::SenderUnaligned => "SenderUnaligned",
             Self::DnsTemporaryFailure => "DnsTemporaryFailure",
             Self::SpfRecordChanged => "SpfRecordChanged",
+            Self::FallbackSenderUnaligned => "FallbackSenderUnaligned",
         }
     }
 
@@ -95,6 +137,7 @@ impl EventKind {
                 | Self::WouldFallBack
                 | Self::SenderUnaligned
                 | Self::DnsTemporaryFailure
+                | Self::FallbackSenderUnaligned
         )
     }
 
@@ -130,6 +173,8 @@ pub struct Decision {
     pub events: Vec<EventPlan>,
     /// When to check next, from now; `None` while suspended.
     pub next_check: Option<Duration>,
+    /// Senders whose switch to fallback the fleet guard held in this round.
+    pub held_switches: u32,
 }
 
 /// The effective check interval of a tenant.
@@ -167,6 +212,7 @@ pub fn decide(input: &Input<'_>) -> Decision {
 
     let mut senders = Vec::with_capacity(spec.senders.len());
     let mut events = Vec::new();
+    let mut held_switches = 0;
     for sender in &spec.senders {
         let envelope = sender.envelope_domain.clone().unwrap_or_else(|| {
             address_domain(&sender.address)
@@ -203,9 +249,12 @@ pub fn decide(input: &Input<'_>) -> Decision {
         if let Some(check) = check {
             // Before `step`, which replaces `status.spf` with this check's record.
             let changed = record_history(&mut status, check, now);
-            let event = step(&mut status, check, spec, now, enforce);
+            let (event, held) = step(&mut status, check, spec, now, enforce, &input.guards);
             events.extend(changed);
             events.extend(event);
+            if held == Some(Hold::Fleet) {
+                held_switches += 1;
+            }
         }
         status.effective_from = match status.sending_as {
             SendingAs::Tenant => status.address.clone(),
@@ -250,6 +299,7 @@ pub fn decide(input: &Input<'_>) -> Decision {
         senders,
     };
     set_conditions(&mut status, spec, &fallback, input.generation, now);
+    events.extend(apply_holds(&mut status, input, now));
     let status_changed = input
         .previous
         .is_none_or(|p| !same_ignoring_timestamps(p, &status));
@@ -261,7 +311,115 @@ pub fn decide(input: &Input<'_>) -> Decision {
         config_map,
         events,
         next_check,
+        held_switches,
     }
+}
+
+/// Why a due switch to the fallback sender was not made (docs/design.md §5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hold {
+    FallbackUnaligned,
+    Fleet,
+}
+
+/// Sets `FallbackActive` for senders a guard keeps on their own address, and returns the
+/// Warning Event of a new `FallbackSenderUnaligned` hold. A held sender is Unaligned at its
+/// failure threshold and still sends as the tenant. Without a check this round the previous
+/// hold reason stays, so a reconcile that checked nothing writes nothing.
+fn apply_holds(
+    status: &mut HelpdeskTenantStatus,
+    input: &Input<'_>,
+    now: Timestamp,
+) -> Option<EventPlan> {
+    let threshold = input.spec.failure_threshold.max(1);
+    let held: Vec<&SenderStatus> = status
+        .senders
+        .iter()
+        .filter(|s| {
+            s.sending_as == SendingAs::Tenant
+                && s.state == SenderState::Unaligned
+                && s.consecutive_failures >= threshold
+        })
+        .collect();
+    if held.is_empty() {
+        return None;
+    }
+    let previous = input.previous.and_then(|p| {
+        p.conditions
+            .iter()
+            .find(|c| c.type_ == condition::FALLBACK_ACTIVE)
+    });
+    let hold = if input.checks.is_some() {
+        if input.guards.fallback_unaligned.is_some() {
+            Some(Hold::FallbackUnaligned)
+        } else if input.guards.fleet_hold {
+            Some(Hold::Fleet)
+        } else {
+            None
+        }
+    } else {
+        match previous.map(|c| c.reason.as_str()) {
+            Some(reason::FALLBACK_SENDER_UNALIGNED) => Some(Hold::FallbackUnaligned),
+            Some(reason::FLEET_GUARD_HOLD) => Some(Hold::Fleet),
+            _ => None,
+        }
+    }?;
+    let names = held
+        .iter()
+        .map(|s| s.address.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (state, why, message) = match hold {
+        Hold::FallbackUnaligned => {
+            let detail = input
+                .guards
+                .fallback_unaligned
+                .clone()
+                .or_else(|| previous.map(|c| c.message.clone()))
+                .unwrap_or_default();
+            (
+                "False".to_owned(),
+                reason::FALLBACK_SENDER_UNALIGNED,
+                if input.checks.is_some() {
+                    format!("{names} keep their own address: {detail}")
+                } else {
+                    detail
+                },
+            )
+        }
+        Hold::Fleet => {
+            let current = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == condition::FALLBACK_ACTIVE)
+                .map(|c| c.status.clone());
+            (
+                previous
+                    .map(|c| c.status.clone())
+                    .or(current)
+                    .unwrap_or_else(|| "False".to_owned()),
+                reason::FLEET_GUARD_HOLD,
+                format!(
+                    "the fleet guard holds switches to the fallback sender: too many tenants turned unaligned at once; {names} keep their own address"
+                ),
+            )
+        }
+    };
+    set_condition(
+        &mut status.conditions,
+        condition::FALLBACK_ACTIVE,
+        &state,
+        why,
+        &message,
+        input.generation,
+        now,
+    );
+    let new_hold = hold == Hold::FallbackUnaligned
+        && previous.is_none_or(|c| c.reason != reason::FALLBACK_SENDER_UNALIGNED);
+    new_hold.then_some(EventPlan {
+        kind: EventKind::FallbackSenderUnaligned,
+        note: message,
+    })
 }
 
 /// Applies one verdict to one sender (docs/design.md §5); returns the Event for a state change.
@@ -271,7 +429,9 @@ fn step(
     spec: &HelpdeskTenantSpec,
     now: Timestamp,
     enforce: bool,
-) -> Option<EventPlan> {
+    guards: &Guards,
+) -> (Option<EventPlan>, Option<Hold>) {
+    let mut held = None;
     let failure_threshold = spec.failure_threshold.max(1);
     let success_threshold = spec.success_threshold.max(1);
     let before_state = status.state;
@@ -312,6 +472,17 @@ fn step(
                 }
             }
         }
+        Verdict::Unaligned { .. } if guards.provider_broken.is_some() && provider_fault(check) => {
+            // The provider's fault: no verdict, like a temporary failure (docs/design.md §5).
+            if status.state != SenderState::Pending {
+                status.state = SenderState::TemporaryFailure;
+            }
+            status.reason = Some(reason::PROVIDER_SPF_BROKEN.to_owned());
+            status.message = Some(format!(
+                "{}; the sender keeps its current From address",
+                guards.provider_broken.as_deref().unwrap_or_default()
+            ));
+        }
         Verdict::Unaligned {
             reason: why,
             message,
@@ -326,7 +497,14 @@ fn step(
             if status.sending_as == SendingAs::Tenant
                 && status.consecutive_failures >= failure_threshold
             {
-                status.sending_as = SendingAs::Fallback;
+                // The guards of docs/design.md §5 run before the switch.
+                if guards.fallback_unaligned.is_some() {
+                    held = Some(Hold::FallbackUnaligned);
+                } else if guards.fleet_hold {
+                    held = Some(Hold::Fleet);
+                } else {
+                    status.sending_as = SendingAs::Fallback;
+                }
             }
         }
         Verdict::TemporaryFailure { .. } => {
@@ -342,6 +520,10 @@ fn step(
         }
     }
 
+    // The provider's fault is reported once for the fleet, not per tenant.
+    if status.reason.as_deref() == Some(reason::PROVIDER_SPF_BROKEN) {
+        return (None, held);
+    }
     let kind = match (before_sending, status.sending_as) {
         (SendingAs::Tenant, SendingAs::Fallback) => Some(if enforce {
             EventKind::FallbackActivated
@@ -362,7 +544,10 @@ fn step(
             SenderState::TemporaryFailure => Some(EventKind::DnsTemporaryFailure),
             SenderState::Pending => None,
         },
-    }?;
+    };
+    let Some(kind) = kind else {
+        return (None, held);
+    };
     let note = match kind {
         EventKind::FallbackActivated | EventKind::WouldFallBack => format!(
             "{address} {} the fallback sender after {} unaligned checks: {}",
@@ -393,10 +578,10 @@ fn step(
             "{address}: {}",
             status.message.as_deref().unwrap_or_default()
         ),
-        // Not a state change: `record_history` writes this one.
-        EventKind::SpfRecordChanged => return None,
+        // Not state changes of `step`: `record_history` and `apply_holds` write these.
+        EventKind::SpfRecordChanged | EventKind::FallbackSenderUnaligned => return (None, held),
     };
-    Some(EventPlan { kind, note })
+    (Some(EventPlan { kind, note }), held)
 }
 
 /// The reason and sentence of an Aligned verdict, naming the paths that held.
@@ -758,6 +943,7 @@ mod tests {
         spec: &'a HelpdeskTenantSpec,
         generation: i64,
         recheck: Option<&'a str>,
+        guards: Guards,
     }
 
     impl<'a> Run<'a> {
@@ -766,6 +952,7 @@ mod tests {
                 spec,
                 generation: 1,
                 recheck: None,
+                guards: Guards::default(),
             }
         }
 
@@ -786,6 +973,7 @@ mod tests {
                 default_sender: DEFAULT_SENDER,
                 default_interval: Duration::from_secs(900),
                 recheck: self.recheck,
+                guards: self.guards.clone(),
             })
         }
     }
@@ -1473,5 +1661,140 @@ mod tests {
             check_interval(&spec, Duration::from_secs(900)),
             Duration::from_secs(900)
         );
+    }
+
+    /// Runs `steps` from `start` with `guards` on every step.
+    fn guarded(
+        spec: &HelpdeskTenantSpec,
+        start: HelpdeskTenantStatus,
+        guards: &Guards,
+        steps: usize,
+    ) -> Vec<Decision> {
+        let mut run = Run::new(spec);
+        run.guards = guards.clone();
+        let mut previous = start;
+        let mut out = Vec::new();
+        for i in 0..steps {
+            let mut check = unaligned(A);
+            // The provider include is reachable: the tenant did its part.
+            check.spf.provider_include_reachable = true;
+            let d = run.go(Some(&previous), Some(&[check]), at(60 * (i as i64 + 1)));
+            previous = d.status.clone();
+            out.push(d);
+        }
+        out
+    }
+
+    #[test]
+    fn a_broken_provider_record_moves_no_sender_and_tells_no_tenant() {
+        let spec = spec(&[A]);
+        let guards = Guards {
+            provider_broken: Some("the provider's SPF record fails".to_owned()),
+            ..Guards::default()
+        };
+        let out = guarded(&spec, tenant_status(&spec), &guards, 3);
+        for d in &out {
+            let s = &d.status.senders[0];
+            assert_eq!(s.sending_as, SendingAs::Tenant);
+            assert_eq!(s.state, SenderState::TemporaryFailure);
+            assert_eq!(s.consecutive_failures, 0, "no counter moves");
+            assert!(
+                d.events.is_empty(),
+                "reported for the fleet, not per tenant"
+            );
+            let c = cond(&d.status, condition::SPF_ALIGNED);
+            assert_eq!(
+                (c.status.as_str(), c.reason.as_str()),
+                ("Unknown", reason::PROVIDER_SPF_BROKEN)
+            );
+        }
+        assert!(!out[2].status_changed, "a steady state writes nothing");
+    }
+
+    #[test]
+    fn a_tenant_without_the_provider_include_is_not_the_providers_fault() {
+        let spec = spec(&[A]);
+        let mut run = Run::new(&spec);
+        run.guards.provider_broken = Some("broken".to_owned());
+        let mut previous = tenant_status(&spec);
+        for i in 1..=2 {
+            // `unaligned` does not reach the provider include.
+            previous = run
+                .go(Some(&previous), Some(&[unaligned(A)]), at(60 * i))
+                .status;
+        }
+        assert_eq!(previous.senders[0].sending_as, SendingAs::Fallback);
+    }
+
+    #[test]
+    fn an_unaligned_fallback_sender_keeps_the_tenant_address_with_one_event() {
+        let spec = spec(&[A]);
+        let guards = Guards {
+            fallback_unaligned: Some("the fallback sender is not aligned either".to_owned()),
+            ..Guards::default()
+        };
+        let out = guarded(&spec, tenant_status(&spec), &guards, 4);
+        let held: Vec<&Decision> = out.iter().skip(1).collect();
+        for d in &held {
+            assert_eq!(d.status.senders[0].sending_as, SendingAs::Tenant);
+            assert_eq!(d.status.senders[0].state, SenderState::Unaligned);
+            let c = cond(&d.status, condition::FALLBACK_ACTIVE);
+            assert_eq!(
+                (c.status.as_str(), c.reason.as_str()),
+                ("False", reason::FALLBACK_SENDER_UNALIGNED)
+            );
+            assert!(
+                d.config_map
+                    .as_ref()
+                    .is_none_or(|cm| cm[keys::SENDER_MODE] != "fallback")
+            );
+        }
+        assert_eq!(kinds(held[0]), vec![EventKind::FallbackSenderUnaligned]);
+        assert!(
+            held[1].events.is_empty() && held[2].events.is_empty(),
+            "one Event per state change"
+        );
+        assert!(!held[2].status_changed);
+        // A reconcile without a check keeps the reason.
+        let d = Run::new(&spec).go(Some(&held[2].status), None, at(600));
+        assert!(!d.status_changed);
+    }
+
+    #[test]
+    fn the_fleet_guard_holds_switches_to_fallback_only() {
+        let spec = spec(&[A]);
+        let guards = Guards {
+            fleet_hold: true,
+            ..Guards::default()
+        };
+        let out = guarded(&spec, tenant_status(&spec), &guards, 3);
+        assert_eq!(
+            out[0].held_switches, 0,
+            "the first failure is not a switch yet"
+        );
+        for d in out.iter().skip(1) {
+            assert_eq!(d.held_switches, 1);
+            assert_eq!(d.status.senders[0].sending_as, SendingAs::Tenant);
+            let c = cond(&d.status, condition::FALLBACK_ACTIVE);
+            assert_eq!(
+                (c.status.as_str(), c.reason.as_str()),
+                ("False", reason::FLEET_GUARD_HOLD)
+            );
+            assert!(d.events.is_empty());
+        }
+        // Released: the next Unaligned check switches.
+        let d = Run::new(&spec).go(Some(&out[2].status), Some(&[unaligned(A)]), at(600));
+        assert_eq!(d.status.senders[0].sending_as, SendingAs::Fallback);
+        assert_eq!(kinds(&d), vec![EventKind::FallbackActivated]);
+        // Returns to the tenant's address are never held.
+        let mut run = Run::new(&spec);
+        run.guards.fleet_hold = true;
+        let mut previous = fallback_status(&spec);
+        for i in 0..3 {
+            previous = run
+                .go(Some(&previous), Some(&[aligned(A)]), at(3600 * (i + 1)))
+                .status;
+        }
+        assert_eq!(previous.senders[0].sending_as, SendingAs::Tenant);
     }
 }

@@ -14,6 +14,8 @@
 //! | [`api`] | the `HelpdeskTenant` type: the only place the schema is defined |
 //! | [`alignment`] | one sender against the provider: the facts, the verdict, the suggested record |
 //! | [`egress`] | the provider's egress addresses, re-resolved from its SMTP hosts |
+//! | [`guard`] | pure: the fleet guard's rate, threshold, hold and release |
+//! | [`fleet_health`] | the provider self-check, the fallback sender check, the fleet guard's shared state |
 //! | [`conditions`] | condition reasons, the conditions' summary, timestamp-insensitive comparison |
 //! | [`mail_settings`] | the owned ConfigMap keys, derived from the recorded status |
 //! | [`decide`] | pure: previous status + verdicts + now -> desired status, events, next check |
@@ -34,6 +36,8 @@ pub mod dkim;
 pub mod dmarc;
 pub mod dns;
 pub mod egress;
+pub mod fleet_health;
+pub mod guard;
 pub mod leader;
 pub mod mail_settings;
 pub mod names;

@@ -27,6 +27,8 @@ use crate::decide::{self, Decision, EventKind, Input};
 use crate::dkim::ProviderSelector;
 use crate::dns::Resolver;
 use crate::egress::Egress;
+use crate::fleet_health::{FleetHealth, TenantRound};
+use crate::guard::GuardConfig;
 use crate::leader::{Leadership, NotLeader};
 use crate::mail_settings::keys;
 use crate::schedule::{MAX_BACKOFF, Schedule, TenantKey, backoff, jitter};
@@ -105,6 +107,12 @@ pub struct Settings {
     pub dkim_selectors: Vec<ProviderSelector>,
     pub default_sender: String,
     pub default_interval: Duration,
+    /// The fleet guard's flags (docs/design.md §5).
+    pub fleet_guard: GuardConfig,
+    /// The operator's Lease: fleet-wide Events go on it, and it carries the fleet guard's
+    /// release annotation.
+    pub lease_namespace: String,
+    pub lease_name: String,
 }
 
 /// Shared by every reconcile.
@@ -116,6 +124,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The provider's egress set.
     pub egress: Egress,
+    /// The fleet-wide guards of docs/design.md §5.
+    pub fleet: Arc<FleetHealth>,
     /// When each tenant is due.
     pub schedule: Schedule,
     /// The write gate: every API write checks it first (docs/design.md §8).
@@ -135,7 +145,15 @@ impl Context {
         leadership: Arc<Leadership>,
     ) -> Self {
         let egress = Egress::new(settings.egress_ips.clone(), settings.smtp_hosts.clone());
+        let fleet = Arc::new(FleetHealth::new(
+            settings.fleet_guard,
+            settings.default_interval,
+            metrics.clone(),
+            &settings.lease_namespace,
+            &settings.lease_name,
+        ));
         Self {
+            fleet,
             client,
             resolver,
             settings,
@@ -228,6 +246,7 @@ async fn reconcile_inner(
     // Observe.
     let due = due(tenant, previous, ctx, &key);
     let mut epoch = ctx.egress.epoch();
+    let mut guards = decide::Guards::default();
     let (checks, recheck) = match &due {
         Due::Yes { recheck } => {
             let egress = ctx.egress.refresh(&ctx.resolver).await;
@@ -240,7 +259,34 @@ async fn reconcile_inner(
                 egress_ips: egress.into_iter().collect(),
                 dkim_selectors: ctx.settings.dkim_selectors.clone(),
             };
+            let checks_started = Instant::now();
             let checks = check_all(tenant, &provider, ctx).await;
+            let fallback = decide::fallback_sender(
+                &tenant.spec,
+                &ctx.settings.default_sender,
+                name,
+                namespace,
+            );
+            let (found, change) = ctx
+                .fleet
+                .guards(
+                    &ctx.resolver,
+                    &provider,
+                    &TenantRound {
+                        previous,
+                        checks: &checks,
+                        fallback: &fallback,
+                        key: &key,
+                        checks_started,
+                    },
+                )
+                .await;
+            guards = found;
+            if let Some(change) = change
+                && ctx.leadership.check().is_ok()
+            {
+                ctx.fleet.publish(&ctx.recorder, &change).await;
+            }
             (Some(checks), recheck.clone())
         }
         Due::No => (None, None),
@@ -263,7 +309,11 @@ async fn reconcile_inner(
         default_sender: &ctx.settings.default_sender,
         default_interval: ctx.settings.default_interval,
         recheck: recheck.as_deref(),
+        guards,
     });
+    ctx.metrics
+        .fleet_guard_held_switches
+        .inc_by(u64::from(decision.held_switches));
 
     // Act: the status first, the ConfigMap from the recorded status after it, the Events
     // once the status write recording them went through (docs/design.md §5, §7).

@@ -104,6 +104,13 @@ pub struct Metrics {
     pub config_map_writes: Counter,
     /// 1 while this replica holds the Lease (or runs without leader election).
     pub leader: Gauge,
+    /// 1 while every egress address passes the provider's own SPF record, 0 while one does
+    /// not (docs/design.md §5 "Provider self-check"). 1 from start until a check says otherwise.
+    pub provider_healthy: Gauge,
+    /// 1 while the fleet guard holds switches to fallback (docs/design.md §5 "Fleet guard").
+    pub fleet_guard_holding: Gauge,
+    /// Switches to fallback the fleet guard held, one per sender and check.
+    pub fleet_guard_held_switches: Counter,
     /// Per tenant (behind `--per-tenant-metrics`): aligned senders.
     pub tenant_aligned_senders: Option<Family<TenantLabels, Gauge>>,
     /// Per tenant (behind `--per-tenant-metrics`): senders falling back.
@@ -167,6 +174,25 @@ impl Metrics {
             "1 while this replica reconciles (holds the Lease)",
             leader.clone(),
         );
+        let provider_healthy = Gauge::default();
+        provider_healthy.set(1);
+        registry.register(
+            "provider_healthy",
+            "1 while every provider egress address passes the provider's own SPF record",
+            provider_healthy.clone(),
+        );
+        let fleet_guard_holding = Gauge::default();
+        registry.register(
+            "fleet_guard_holding",
+            "1 while the fleet guard holds switches to the fallback sender",
+            fleet_guard_holding.clone(),
+        );
+        let fleet_guard_held_switches = Counter::default();
+        registry.register(
+            "fleet_guard_held_switches",
+            "Switches to the fallback sender held by the fleet guard (one per sender and check)",
+            fleet_guard_held_switches.clone(),
+        );
         let (tenant_aligned_senders, tenant_fallback_senders) = if per_tenant {
             let aligned = Family::<TenantLabels, Gauge>::default();
             registry.register(
@@ -196,6 +222,9 @@ impl Metrics {
             status_writes,
             config_map_writes,
             leader,
+            provider_healthy,
+            fleet_guard_holding,
+            fleet_guard_held_switches,
             tenant_aligned_senders,
             tenant_fallback_senders,
         }

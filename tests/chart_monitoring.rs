@@ -425,8 +425,10 @@ fn prometheus_rule_holds_the_fleet_alerts() {
         [
             "HelpdeskDnsTemporaryErrors",
             "HelpdeskFallbackSpike",
+            "HelpdeskFleetGuardHolding",
             "HelpdeskNoLeader",
             "HelpdeskOperatorAbsent",
+            "HelpdeskProviderSpfBroken",
             "HelpdeskReconcileErrors"
         ]
     );
@@ -488,7 +490,7 @@ fn promtool_accepts_the_rules() {
         "promtool check rules:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("SUCCESS: 5 rules found"), "{stdout}");
+    assert!(stdout.contains("SUCCESS: 7 rules found"), "{stdout}");
 }
 
 /// The operator binary against the test plane, watching one namespace; killed when dropped.

@@ -639,6 +639,16 @@ async fn egress_change_rechecks_every_tenant() {
         w.dns.update(|zone| {
             zone.add(host, TTL, Data::A("192.0.2.10".parse().expect("ip")));
         });
+        // The provider's record lists the next address already, so the change is not the
+        // provider's fault (docs/design.md §5); the tenants authorize the first address by
+        // itself instead of through the include, so the change fails them.
+        set_spf(
+            &w.dns,
+            PROVIDER_SPF,
+            "v=spf1 ip4:192.0.2.10 ip4:198.51.100.7 -all",
+            TTL,
+        );
+        set_spf(&w.dns, &w.domain, "v=spf1 ip4:192.0.2.10 -all", TTL);
         let _operator = w.operator("operator", &["--provider-smtp-host", host])?;
         // Tenants check only hourly: only the egress change can trigger the next check.
         for name in ["acme", "beta"] {

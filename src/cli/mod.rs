@@ -12,6 +12,7 @@ use crate::api::RequiredAlignment;
 use crate::controller;
 use crate::dkim::ProviderSelector;
 use crate::dns::{DEFAULT_TIMEOUT_MS, DnsConfig};
+use crate::guard::GuardConfig;
 use crate::reconcile::Settings;
 
 pub mod check;
@@ -137,6 +138,21 @@ pub struct RunArgs {
     /// Reconciles run at once (at least 1).
     #[arg(long, env = "HDMO_CONCURRENCY", default_value_t = 16, value_parser = parse_concurrency)]
     pub concurrency: u16,
+
+    /// Fleet guard: hold switches to the fallback sender while more than this percentage of
+    /// the tenants checked within one check interval turn from Aligned to Unaligned. 0 turns
+    /// the guard off.
+    #[arg(long, env = "HDMO_FLEET_GUARD_PERCENT", default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub fleet_guard_percent: u32,
+
+    /// Fleet guard: the fewest tenants turning unaligned within one check interval that trip it.
+    #[arg(long, env = "HDMO_FLEET_GUARD_MIN_TENANTS", default_value_t = 10)]
+    pub fleet_guard_min_tenants: usize,
+
+    /// Fleet guard: the longest one hold lasts (`1h`, `30m`). A person ends it sooner with the
+    /// annotation `mail.helpdesk.io/fleet-guard=release` on the operator's Lease.
+    #[arg(long, env = "HDMO_FLEET_GUARD_HOLD", default_value = "1h", value_parser = parse_interval)]
+    pub fleet_guard_hold: Duration,
 }
 
 impl RunArgs {
@@ -150,6 +166,17 @@ impl RunArgs {
                 dkim_selectors: self.provider.dkim_selectors(),
                 default_sender: self.default_sender.clone(),
                 default_interval: self.check_interval,
+                fleet_guard: GuardConfig {
+                    percent: self.fleet_guard_percent,
+                    min_tenants: self.fleet_guard_min_tenants,
+                    hold: self.fleet_guard_hold,
+                },
+                lease_namespace: self
+                    .lease_namespace
+                    .clone()
+                    .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                    .unwrap_or_else(|| "default".to_owned()),
+                lease_name: self.lease_name.clone(),
             },
             dns: self.dns.config(DnsConfig::default().cache_size),
             watch_namespace: self.watch_namespace.clone(),

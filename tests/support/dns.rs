@@ -74,6 +74,10 @@ pub struct Zone {
     faults: HashMap<String, Fault>,
     /// SOA minimum sent with negative answers.
     pub negative_ttl: u32,
+    /// When set, the server answers NXDOMAIN for every name except these and the names below
+    /// them, as a broken resolver (a captive view, a misconfigured forwarder) does; an empty
+    /// list means every name.
+    pub nxdomain_except: Option<Vec<String>>,
 }
 
 fn key(name: &str) -> String {
@@ -89,6 +93,16 @@ fn character_strings(text: &str) -> Vec<Vec<u8>> {
 }
 
 impl Zone {
+    /// Whether the NXDOMAIN-for-everything fault covers `name`.
+    fn denies(&self, name: &str) -> bool {
+        self.nxdomain_except.as_ref().is_some_and(|keep| {
+            !keep
+                .iter()
+                .map(|k| key(k))
+                .any(|k| name == k || name.ends_with(&format!(".{k}")))
+        })
+    }
+
     pub fn new() -> Self {
         Self {
             negative_ttl: 60,
@@ -602,7 +616,11 @@ fn answer(zone: &RwLock<Zone>, request: &[u8], udp: bool) -> Option<Vec<u8>> {
                 reply.metadata.response_code = ResponseCode::ServFail;
                 break;
             }
-            let records = zone.records.get(&current).map(Vec::as_slice).unwrap_or(&[]);
+            let records = if zone.denies(&current) {
+                &[]
+            } else {
+                zone.records.get(&current).map(Vec::as_slice).unwrap_or(&[])
+            };
             let owner = name(&current)?;
             let cname = records.iter().find_map(|(ttl, d)| match d {
                 Data::Cname(target) if qtype != RecordType::CNAME => Some((*ttl, target.clone())),
@@ -626,7 +644,7 @@ fn answer(zone: &RwLock<Zone>, request: &[u8], udp: bool) -> Option<Vec<u8>> {
                 }
             }
             if reply.answers.len() == before {
-                if !zone.exists(&current) {
+                if !zone.exists(&current) || zone.denies(&current) {
                     reply.metadata.response_code = ResponseCode::NXDomain;
                 }
                 let apex = apex(&current);

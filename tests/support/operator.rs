@@ -40,8 +40,13 @@ pub fn zone(domain: &str) -> Zone {
     );
     zone.add(domain, TTL, txt(&include_record()));
     zone.add(&format!("_dmarc.{domain}"), TTL, txt("v=DMARC1; p=reject"));
+    // The fallback sender's domain is aligned itself (docs/design.md §5).
+    zone.add(FALLBACK_DOMAIN, TTL, txt(&include_record()));
     zone
 }
+
+/// The domain of the operators' `--default-sender`.
+pub const FALLBACK_DOMAIN: &str = "provider.test";
 
 pub fn txt(text: &str) -> Data {
     Data::Txt(vec![text.as_bytes().to_vec()])
