@@ -13,18 +13,21 @@ use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::net::{DnsError as HickoryDnsError, NetError};
-use hickory_resolver::proto::op::ResponseCode;
-use hickory_resolver::proto::rr::{Name, RData, RecordType};
-use tokio::sync::OnceCell;
+use hickory_resolver::proto::rr::{Name, RecordType};
 
 use crate::names::normalize_domain;
+
+mod cache;
+mod wire;
+
+use cache::{AnswerCache, Entry, Key, Outcome, Records, Slot};
+use wire::{collect, map_error, records_empty, type_label};
 
 /// Longest time a positive answer is kept, whatever its TTL says.
 const MAX_POSITIVE_TTL: u32 = 86_400;
@@ -186,164 +189,6 @@ pub struct QueryEvent {
 
 /// A callback told about every upstream query.
 pub type QueryObserver = Arc<dyn Fn(&QueryEvent) + Send + Sync>;
-
-/// The records of one answer, kept in the cache.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Records {
-    Txt(Arc<[Vec<u8>]>),
-    A(Arc<[Ipv4Addr]>),
-    Aaaa(Arc<[Ipv6Addr]>),
-    Names(Arc<[String]>),
-}
-
-#[derive(Clone, Debug)]
-struct CachedAnswer {
-    records: Records,
-    ttl: Option<u32>,
-    nxdomain: bool,
-}
-
-impl CachedAnswer {
-    /// The same DNS data: the same records (in the same order) and the same RCODE.
-    fn same_data(&self, other: &CachedAnswer) -> bool {
-        self.nxdomain == other.nxdomain && self.records == other.records
-    }
-}
-
-type Outcome = Result<CachedAnswer, DnsError>;
-
-/// One finished upstream query, as the cache keeps it.
-#[derive(Debug)]
-struct Entry {
-    outcome: Outcome,
-    /// Until when lookups are answered from `outcome` without asking upstream.
-    fresh_until: Instant,
-    /// The latest answer (not error) seen for the key, with the largest TTL seen for its data:
-    /// what the next answer with the same data reports as its TTL (design §6).
-    last_answer: Option<CachedAnswer>,
-}
-
-impl Entry {
-    fn fresh(&self, now: Instant) -> bool {
-        self.fresh_until > now
-    }
-}
-
-/// A query in flight: filled once by whichever lookup gets there first.
-struct Slot {
-    cell: OnceCell<Arc<Entry>>,
-}
-
-impl Slot {
-    fn new() -> Arc<Self> {
-        Arc::new(Self {
-            cell: OnceCell::new(),
-        })
-    }
-}
-
-type Key = (String, RecordType);
-
-/// The answers kept between lookups (design §6 "DNS").
-///
-/// Bounded by a number of entries and evicting the least recently used one in O(1): a moka
-/// cache with its LRU policy. An entry stays after it stops being fresh, until it is evicted or
-/// [`RETAIN_ENTRY`] old, so the largest TTL seen for a record outlives the record's own TTL.
-/// The capacity only grows ([`AnswerCache::ensure_capacity`]); growing rebuilds the cache once
-/// and copies its entries, and grows by at least a quarter so that happens rarely.
-struct AnswerCache {
-    cache: RwLock<moka::sync::Cache<Key, Arc<Entry>>>,
-    capacity: AtomicU64,
-    /// The capacity was set by the operator (`--dns-cache-size`) and does not grow.
-    fixed: bool,
-}
-
-/// Longest time an entry is kept at all, fresh or not.
-const RETAIN_ENTRY: Duration = Duration::from_secs(MAX_POSITIVE_TTL as u64);
-
-impl AnswerCache {
-    fn new(capacity: usize, fixed: bool) -> Self {
-        let capacity = capacity as u64;
-        Self {
-            cache: RwLock::new(Self::build(capacity)),
-            capacity: AtomicU64::new(capacity),
-            fixed,
-        }
-    }
-
-    fn build(capacity: u64) -> moka::sync::Cache<Key, Arc<Entry>> {
-        moka::sync::Cache::builder()
-            .max_capacity(capacity)
-            .eviction_policy(moka::policy::EvictionPolicy::lru())
-            .time_to_live(RETAIN_ENTRY)
-            .build()
-    }
-
-    fn handle(&self) -> moka::sync::Cache<Key, Arc<Entry>> {
-        // The handle is a cheap clone of shared state; a poisoned lock still holds a whole one.
-        self.cache
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-    }
-
-    fn capacity(&self) -> usize {
-        usize::try_from(self.capacity.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
-    }
-
-    fn get(&self, key: &Key) -> Option<Arc<Entry>> {
-        if self.capacity() == 0 {
-            return None;
-        }
-        self.handle().get(key)
-    }
-
-    fn insert(&self, key: Key, entry: Arc<Entry>) {
-        // Capacity 0 keeps nothing: moka would hold an entry until its next maintenance.
-        if self.capacity() > 0 {
-            let cache = self.handle();
-            cache.insert(key, entry);
-            // moka evicts in batches; settling them on each insert (once per upstream query,
-            // amortized O(1)) keeps the bound exact rather than eventual.
-            cache.run_pending_tasks();
-        }
-    }
-
-    fn clear(&self) {
-        self.handle().invalidate_all();
-    }
-
-    /// Raises the capacity to at least `entries` unless it is fixed. Returns whether it grew.
-    fn ensure_capacity(&self, entries: usize) -> bool {
-        if self.fixed {
-            return false;
-        }
-        let entries = entries as u64;
-        let mut cache = self
-            .cache
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let current = self.capacity.load(Ordering::Relaxed);
-        if entries <= current {
-            return false;
-        }
-        let grown = entries.max(current.saturating_add(current / 4));
-        let bigger = Self::build(grown);
-        for (key, entry) in cache.iter() {
-            bigger.insert(Key::clone(&key), entry);
-        }
-        *cache = bigger;
-        self.capacity.store(grown, Ordering::Relaxed);
-        true
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> u64 {
-        let cache = self.handle();
-        cache.run_pending_tasks();
-        cache.entry_count()
-    }
-}
 
 struct Inner {
     resolver: TokioResolver,
@@ -696,146 +541,10 @@ pub fn reverse_name(ip: IpAddr) -> String {
     }
 }
 
-fn records_empty(records: &Records) -> bool {
-    match records {
-        Records::Txt(v) => v.is_empty(),
-        Records::A(v) => v.is_empty(),
-        Records::Aaaa(v) => v.is_empty(),
-        Records::Names(v) => v.is_empty(),
-    }
-}
-
-fn type_label(record_type: RecordType) -> &'static str {
-    match record_type {
-        RecordType::TXT => "TXT",
-        RecordType::A => "A",
-        RecordType::AAAA => "AAAA",
-        RecordType::MX => "MX",
-        RecordType::PTR => "PTR",
-        SPF_RECORD_TYPE => "SPF",
-        _ => "other",
-    }
-}
-
-/// A name's labels joined with dots, without escapes or the trailing dot.
-fn name_text(name: &Name) -> String {
-    let labels: Vec<String> = name
-        .iter()
-        .map(|label| String::from_utf8_lossy(label).into_owned())
-        .collect();
-    labels.join(".")
-}
-
-/// The records of the asked type in an answer section (CNAMEs already followed).
-fn collect(
-    answers: &[hickory_resolver::proto::rr::Record],
-    record_type: RecordType,
-) -> CachedAnswer {
-    let mut ttl: Option<u32> = None;
-    let mut txt = Vec::new();
-    let mut a = Vec::new();
-    let mut aaaa = Vec::new();
-    let mut names = Vec::new();
-    for record in answers {
-        let matched = match (record_type, &record.data) {
-            (RecordType::TXT, RData::TXT(data)) => {
-                txt.push(
-                    data.txt_data
-                        .iter()
-                        .flat_map(|s| s.iter().copied())
-                        .collect(),
-                );
-                true
-            }
-            (RecordType::A, RData::A(addr)) => {
-                a.push(addr.0);
-                true
-            }
-            (RecordType::AAAA, RData::AAAA(addr)) => {
-                aaaa.push(addr.0);
-                true
-            }
-            (RecordType::MX, RData::MX(mx)) => {
-                names.push(name_text(&mx.exchange));
-                true
-            }
-            (RecordType::PTR, RData::PTR(ptr)) => {
-                names.push(name_text(&ptr.0));
-                true
-            }
-            (SPF_RECORD_TYPE, RData::Unknown { code, rdata }) if *code == SPF_RECORD_TYPE => {
-                // Malformed data (a string running past the end) is no record at all.
-                if let Some(text) = character_strings(&rdata.anything) {
-                    txt.push(text);
-                }
-                true
-            }
-            _ => false,
-        };
-        if matched {
-            ttl = Some(ttl.map_or(record.ttl, |t| t.min(record.ttl)));
-        }
-    }
-    let records = match record_type {
-        RecordType::TXT | SPF_RECORD_TYPE => Records::Txt(txt.into()),
-        RecordType::A => Records::A(a.into()),
-        RecordType::AAAA => Records::Aaaa(aaaa.into()),
-        _ => Records::Names(names.into()),
-    };
-    CachedAnswer {
-        records,
-        ttl,
-        nxdomain: false,
-    }
-}
-
-/// The character-strings of TXT-shaped wire data (each a length byte and that many bytes),
-/// joined; `None` when a length runs past the end.
-fn character_strings(mut wire: &[u8]) -> Option<Vec<u8>> {
-    let mut text = Vec::with_capacity(wire.len());
-    while let Some((&len, rest)) = wire.split_first() {
-        let len = usize::from(len);
-        let chunk = rest.get(..len)?;
-        text.extend_from_slice(chunk);
-        wire = &rest[len..];
-    }
-    Some(text)
-}
-
-fn empty_records(record_type: RecordType) -> Records {
-    match record_type {
-        RecordType::TXT | SPF_RECORD_TYPE => Records::Txt(Vec::new().into()),
-        RecordType::A => Records::A(Vec::new().into()),
-        RecordType::AAAA => Records::Aaaa(Vec::new().into()),
-        _ => Records::Names(Vec::new().into()),
-    }
-}
-
-fn map_error(err: NetError, record_type: RecordType) -> Outcome {
-    match err {
-        NetError::Dns(HickoryDnsError::NoRecordsFound(none)) => match none.response_code {
-            ResponseCode::NoError | ResponseCode::NXDomain => Ok(CachedAnswer {
-                records: empty_records(record_type),
-                ttl: none.negative_ttl,
-                nxdomain: none.response_code == ResponseCode::NXDomain,
-            }),
-            code => Err(DnsError::Rcode(code.to_string())),
-        },
-        NetError::Dns(HickoryDnsError::ResponseCode(code)) => match code {
-            ResponseCode::NXDomain => Ok(CachedAnswer {
-                records: empty_records(record_type),
-                ttl: None,
-                nxdomain: true,
-            }),
-            code => Err(DnsError::Rcode(code.to_string())),
-        },
-        NetError::Timeout => Err(DnsError::Timeout),
-        other => Err(DnsError::Other(other.to_string())),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::cache::CachedAnswer;
+    use super::wire::character_strings;
     use super::*;
 
     #[test]
