@@ -259,8 +259,11 @@ mod tests {
         let key = Schedule::key("ns", "acme");
         assert_eq!(schedule.state(&key, 0), State::Unknown);
         let interval = Duration::from_secs(100);
+        // The first place is at the start of the interval; the second is well inside it.
+        let first = schedule.adopt(&Schedule::key("ns", "first"), interval, None, 0);
+        assert_eq!(first, Duration::ZERO);
         let wait = schedule.adopt(&key, interval, Some(Duration::from_secs(5)), 0);
-        assert!(wait < interval, "{wait:?}");
+        assert!(wait > Duration::ZERO && wait < interval, "{wait:?}");
         assert_eq!(schedule.state(&key, 0), State::Waiting);
         let later = schedule.adopt(&key, interval, Some(Duration::from_secs(500)), 0);
         assert_eq!(later, Duration::from_secs(500));
