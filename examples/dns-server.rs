@@ -7,7 +7,8 @@
 //!
 //! The zone file has one entry a line, `name TYPE ttl value` (TXT, A, AAAA, MX, PTR, CNAME), or
 //! `name SERVFAIL`, `name TIMEOUT`, `name TRUNCATE` to make a name misbehave. The first line of
-//! stdout is `listening on <ip:port>`.
+//! stdout is `listening on <ip:port>`. With `HDMO_DNS_QUERIES_FILE` set, the number of queries
+//! received so far is kept in that file (for `scripts/bench-scale`).
 
 #[path = "../tests/support/dns.rs"]
 #[allow(dead_code)]
@@ -55,11 +56,15 @@ async fn main() -> ExitCode {
         }
     };
     println!("listening on {}", server.addr());
+    let queries_file = std::env::var_os("HDMO_DNS_QUERIES_FILE").map(PathBuf::from);
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
+        }
+        if let Some(file) = &queries_file {
+            let _ = std::fs::write(file, format!("{}\n", server.queries()));
         }
         let now = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
         if now == modified {

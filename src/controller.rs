@@ -15,7 +15,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::controller::Config as ControllerConfig;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -25,6 +25,7 @@ use crate::dns::{self, DnsConfig, QueryEvent, QueryObserver, Resolver};
 use crate::leader::{Elector, Leadership, TermEnd, Timing};
 use crate::reconcile::{self, Context, MANAGED_BY_LABEL, Settings};
 use crate::telemetry::{self, Health, Metrics};
+use std::sync::atomic::Ordering;
 
 /// The operator's configuration (docs/design.md §3), built from the command line.
 #[derive(Clone, Debug)]
@@ -292,44 +293,81 @@ async fn run_controller(
         tenant_watch = tenant_watch.labels(selector);
     }
     let owned_watch =
-        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}"));
+        watcher::Config::default().labels(&owned_selector(config.selector.as_deref()));
+
+    // Both watches feed stores without managedFields (docs/design.md §8 "Watches, caches,
+    // readiness, shutdown"); reconciles read ConfigMaps from the second one.
+    let (store, tenant_writer) = reflector::store::<HelpdeskTenant>();
+    let tenant_stream = watcher(tenants, tenant_watch)
+        .modify(reconcile::strip_tenant)
+        .reflect(tenant_writer)
+        .applied_objects();
+    let (config_map_store, config_map_writer) = reflector::store::<ConfigMap>();
+    let config_map_stream = watcher(config_maps, owned_watch)
+        .modify(reconcile::strip_config_map_in_place)
+        .reflect(config_map_writer)
+        .touched_objects();
+    ctx.set_config_map_store(Some(config_map_store.clone()));
 
     let egress_changes = futures::stream::unfold(ctx.egress.changes(), |mut rx| async move {
         rx.changed().await.ok()?;
         Some(((), rx))
     });
-    let controller = Controller::new(tenants, tenant_watch)
-        .owns(config_maps, owned_watch)
+    let controller = Controller::for_stream(tenant_stream, store.clone())
+        .owns_stream(config_map_stream)
         .reconcile_all_on(egress_changes)
         .with_config(ControllerConfig::default().concurrency(config.concurrency))
         .graceful_shutdown_on(stop);
 
-    let store = controller.store();
     let ready_store = store.clone();
     let ready_health = health.clone();
     let ready_resolver = ctx.resolver.clone();
     let ready = tokio::spawn(async move {
         // The store's readiness signal wakes only its latest waiter, and the controller waits
-        // on it too: poll again every so often instead of trusting one wake-up.
-        loop {
-            match tokio::time::timeout(Duration::from_millis(250), ready_store.wait_until_ready())
-                .await
-            {
-                Ok(Ok(())) => {
-                    // The DNS cache is sized for the fleet (design §6 "DNS").
-                    ready_resolver.ensure_capacity(dns::cache_capacity_for_tenants(
-                        ready_store.state().len(),
-                    ));
-                    info!("caches synced");
-                    ready_health.set_ready(true);
-                    return;
+        // on it too: poll again every so often instead of trusting one wake-up. Ready once
+        // both stores have their first list.
+        let tenants_ready = ready_store.clone();
+        let waits: [futures::future::BoxFuture<'static, _>; 2] = [
+            Box::pin(async move { tenants_ready.wait_until_ready().await }),
+            Box::pin(async move { config_map_store.wait_until_ready().await }),
+        ];
+        for mut waiting in waits {
+            loop {
+                match tokio::time::timeout(Duration::from_millis(250), &mut waiting).await {
+                    Ok(Ok(())) => break,
+                    Ok(Err(error)) => {
+                        warn!(%error, "the cache will not sync");
+                        return;
+                    }
+                    Err(_) => {}
                 }
-                Ok(Err(error)) => {
-                    warn!(%error, "the cache will not sync");
-                    return;
-                }
-                Err(_) => {}
             }
+        }
+        // The DNS cache is sized for the fleet (design §6 "DNS").
+        ready_resolver.ensure_capacity(dns::cache_capacity_for_tenants(ready_store.state().len()));
+        info!("caches synced");
+        ready_health.set_ready(true);
+    });
+    // How many cached tenants were never checked: while any wait, re-checks wait for them
+    // (docs/design.md §8 "No herd after a restart or failover").
+    let pending_store = store.clone();
+    let pending_ctx = ctx.clone();
+    let pending = tokio::spawn(async move {
+        loop {
+            let unchecked = pending_store
+                .state()
+                .iter()
+                .filter(|t| {
+                    !t.spec.suspend
+                        && t.status
+                            .as_ref()
+                            .is_none_or(|s| s.last_check_time.is_none())
+                })
+                .count();
+            pending_ctx
+                .first_checks_pending
+                .store(unchecked, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     });
     let per_tenant = config.per_tenant_metrics;
@@ -358,7 +396,7 @@ async fn run_controller(
         }
     });
     controller
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
         .for_each(|result| async move {
             match result {
                 Ok(_) => {}
@@ -369,7 +407,19 @@ async fn run_controller(
         .await;
     ready.abort();
     prune.abort();
+    pending.abort();
+    ctx.set_config_map_store(None);
     health.set_refresh(None);
+}
+
+/// The label selector of the owned-ConfigMap watch: the managed-by label and the tenants'
+/// `--selector`, whose labels each ConfigMap carries from its tenant (docs/design.md §8).
+pub fn owned_selector(selector: Option<&str>) -> String {
+    let managed = format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}");
+    match selector.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(selector) => format!("{managed},{selector}"),
+        None => managed,
+    }
 }
 
 async fn refresh_egress_periodically(

@@ -5,15 +5,18 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt as _;
 use futures::future::join_all;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -31,7 +34,7 @@ use crate::fleet_health::{FleetHealth, TenantRound};
 use crate::guard::GuardConfig;
 use crate::leader::{Leadership, NotLeader};
 use crate::mail_settings::keys;
-use crate::schedule::{MAX_BACKOFF, Schedule, TenantKey, backoff, jitter};
+use crate::schedule::{MAX_BACKOFF, Schedule, State, TenantKey, backoff, jitter};
 use crate::telemetry::{DirectionLabels, KindLabels, Metrics, ResultLabels};
 
 /// Wait before retrying a reconcile whose conditional write met a newer object.
@@ -133,7 +136,30 @@ pub struct Context {
     /// Per tenant, the resourceVersion our last status write replaced: a cached object still
     /// at that version is older than what we recorded, and is not acted on.
     superseded: Mutex<HashMap<TenantKey, String>>,
+    /// The owned-ConfigMap watch store of the running Controller (docs/design.md §8
+    /// "Watches, caches, readiness, shutdown"): reconciles read ConfigMaps only from it.
+    config_maps: RwLock<Option<Store<ConfigMap>>>,
+    /// Per tenant, the ConfigMap our last write returned, until the watch has caught up.
+    written_config_maps: Mutex<HashMap<TenantKey, WrittenConfigMap>>,
+    /// Tenants in the cache that were never checked; while any wait, due re-checks wait a
+    /// little (docs/design.md §8 "No herd after a restart or failover").
+    pub first_checks_pending: AtomicUsize,
 }
+
+/// A ConfigMap this process wrote, kept until the watch store shows it.
+struct WrittenConfigMap {
+    /// The resourceVersion the write replaced; `None`: it created the ConfigMap.
+    replaced: Option<String>,
+    object: Arc<ConfigMap>,
+    at: Instant,
+}
+
+/// How long a written ConfigMap stands in for the store's older copy. The watch delivers it
+/// well within this; past it, the store is trusted again (a deletion, say).
+const WRITTEN_CONFIG_MAP_TTL: Duration = Duration::from_secs(10);
+
+/// How long a due re-check waits while tenants that were never checked are still waiting.
+const FIRST_CHECKS_FIRST: Duration = Duration::from_secs(1);
 
 impl Context {
     pub fn new(
@@ -163,7 +189,76 @@ impl Context {
             schedule: Schedule::default(),
             leadership,
             superseded: Mutex::new(HashMap::new()),
+            config_maps: RwLock::new(None),
+            written_config_maps: Mutex::new(HashMap::new()),
+            first_checks_pending: AtomicUsize::new(0),
         }
+    }
+
+    /// Hands reconciles the owned-ConfigMap store of the Controller about to run.
+    pub fn set_config_map_store(&self, store: Option<Store<ConfigMap>>) {
+        *self.config_maps.write().unwrap_or_else(|p| p.into_inner()) = store;
+    }
+
+    /// Whether the owned-ConfigMap store has its first full list.
+    fn config_map_store_ready(&self) -> bool {
+        self.config_maps
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|store| {
+                store
+                    .wait_until_ready()
+                    .now_or_never()
+                    .is_some_and(|r| r.is_ok())
+            })
+    }
+
+    /// The tenant's ConfigMap as this process knows it: the watch store's object, or the one
+    /// our last write returned while the store still shows the version that write replaced.
+    fn config_map(&self, key: &TenantKey, name: &str) -> Option<Arc<ConfigMap>> {
+        let stored = self
+            .config_maps
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|store| store.get(&ObjectRef::new(name).within(&key.0)));
+        let mut written = self
+            .written_config_maps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let Some(mine) = written.get(key) else {
+            return stored;
+        };
+        let stored_version = stored
+            .as_ref()
+            .and_then(|cm| cm.metadata.resource_version.clone());
+        let fresh = mine.at.elapsed() < WRITTEN_CONFIG_MAP_TTL
+            && mine.object.metadata.name.as_deref() == Some(name);
+        if fresh && stored_version == mine.replaced {
+            return Some(mine.object.clone());
+        }
+        written.remove(key);
+        stored
+    }
+
+    fn record_config_map_write(
+        &self,
+        key: &TenantKey,
+        replaced: Option<String>,
+        object: ConfigMap,
+    ) {
+        self.written_config_maps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                key.clone(),
+                WrittenConfigMap {
+                    replaced,
+                    object: Arc::new(strip_config_map(object)),
+                    at: Instant::now(),
+                },
+            );
     }
 
     /// Whether `tenant` is an older version than the one our last status write produced.
@@ -188,14 +283,65 @@ impl Context {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(key);
+        self.written_config_maps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
     }
+}
+
+/// What the watch stores keep of a HelpdeskTenant: no `managedFields`, and of the
+/// annotations only the recheck one (docs/design.md §8 "Watches, caches, readiness,
+/// shutdown").
+pub fn strip_tenant(tenant: &mut HelpdeskTenant) {
+    tenant.metadata.managed_fields = None;
+    if let Some(annotations) = tenant.metadata.annotations.as_mut() {
+        annotations.retain(|k, _| k == RECHECK_ANNOTATION);
+        if annotations.is_empty() {
+            tenant.metadata.annotations = None;
+        }
+    }
+}
+
+/// What the watch store keeps of a mail-settings ConfigMap: labels, owner references,
+/// resourceVersion and the owned keys; no `managedFields`, annotations or other keys.
+pub fn strip_config_map(mut cm: ConfigMap) -> ConfigMap {
+    strip_config_map_in_place(&mut cm);
+    cm
+}
+
+/// [`strip_config_map`] for the watch stream's `modify` step.
+pub fn strip_config_map_in_place(cm: &mut ConfigMap) {
+    cm.metadata.managed_fields = None;
+    cm.metadata.annotations = None;
+    cm.binary_data = None;
+    if let Some(data) = cm.data.as_mut() {
+        data.retain(|k, _| keys::ALL.contains(&k.as_str()));
+    }
+}
+
+/// The labels of a tenant's ConfigMap: the tenant's own (so the ConfigMap watch can use the
+/// tenants' `--selector`, docs/design.md §8) and the managed-by label.
+fn config_map_labels(tenant: &HelpdeskTenant) -> BTreeMap<String, String> {
+    let mut labels: BTreeMap<String, String> = tenant
+        .labels()
+        .iter()
+        .filter(|(k, _)| k.as_str() != MANAGED_BY_LABEL)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    labels.insert(MANAGED_BY_LABEL.to_owned(), FIELD_MANAGER.to_owned());
+    labels
 }
 
 /// Why a check runs now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Due {
     No,
-    Yes { recheck: Option<String> },
+    Yes {
+        recheck: Option<String>,
+    },
+    /// Due, but first checks of other tenants go first: look again after this.
+    Later(Duration),
 }
 
 /// Reconciles one HelpdeskTenant. A reconcile runs within the current leadership term and is
@@ -240,6 +386,11 @@ async fn reconcile_inner(
     if ctx.is_superseded(&key, tenant) {
         debug!("cached object older than our last status write; waiting for it");
         return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    // ConfigMaps are read from their watch store only (docs/design.md §8): wait for its list.
+    if !ctx.config_map_store_ready() {
+        debug!("ConfigMap cache not synced yet");
+        return Ok(Action::requeue(Duration::from_millis(250)));
     }
     let previous = tenant.status.as_ref();
 
@@ -289,12 +440,13 @@ async fn reconcile_inner(
             }
             (Some(checks), recheck.clone())
         }
-        Due::No => (None, None),
+        Due::No | Due::Later(_) => (None, None),
     };
     let epoch_after = ctx.egress.epoch();
     let cm_name = tenant.config_map_name();
     let cm_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
-    let existing = cm_api.get_opt(&cm_name).await?;
+    // From the watch store, never a GET (docs/design.md §8).
+    let mut existing = ctx.config_map(&key, &cm_name);
 
     // Decide.
     let now = Timestamp::now();
@@ -343,7 +495,39 @@ async fn reconcile_inner(
         publish_events(tenant, ctx, &decision).await?;
     }
     if let Some(data) = &decision.config_map {
-        apply_config_map(tenant, ctx, &cm_api, &cm_name, existing.as_ref(), data).await?;
+        match apply_config_map(
+            tenant,
+            ctx,
+            &key,
+            &cm_api,
+            &cm_name,
+            existing.as_deref(),
+            data,
+        )
+        .await
+        {
+            // Not in the store, yet it exists: not labelled as ours. Look at it once, so a
+            // ConfigMap controlled by another object is reported, not overwritten.
+            Err(Error::Conflict(_)) if existing.is_none() => {
+                existing = cm_api.get_opt(&cm_name).await?.map(Arc::new);
+                if let Some(found) = &existing
+                    && config_map_taken(tenant, found)?
+                {
+                    return Err(Error::ConfigMapTaken(cm_name.clone()));
+                }
+                apply_config_map(
+                    tenant,
+                    ctx,
+                    &key,
+                    &cm_api,
+                    &cm_name,
+                    existing.as_deref(),
+                    data,
+                )
+                .await?;
+            }
+            other => other?,
+        }
     }
 
     // Schedule.
@@ -357,9 +541,12 @@ async fn reconcile_inner(
     } else {
         epoch_after.wrapping_sub(1)
     };
-    let wait = ctx
+    let mut wait = ctx
         .schedule
         .plan(&key, next, checks.is_some(), egress_epoch);
+    if let Due::Later(after) = due {
+        wait = wait.max(after);
+    }
     debug!(
         checked = checks.is_some(),
         wait_seconds = wait.as_secs_f64(),
@@ -389,15 +576,51 @@ fn due(
         );
         return Due::Yes { recheck };
     }
-    let Some(previous) = previous else {
+    // Never checked: first checks go first.
+    let Some(previous) = previous.filter(|p| p.last_check_time.is_some()) else {
         return Due::Yes { recheck: None };
     };
-    if previous.observed_generation != tenant.metadata.generation
-        || ctx.schedule.is_due(key, ctx.egress.epoch())
-    {
+    if previous.observed_generation != tenant.metadata.generation {
         return Due::Yes { recheck: None };
     }
-    Due::No
+    let interval = decide::check_interval(&tenant.spec, ctx.settings.default_interval);
+    match ctx.schedule.state(key, ctx.egress.epoch()) {
+        // A start or a Lease handover: the status holds a verdict, so this tenant takes its
+        // place in a spread over one interval, or waits for a later nextCheckTime
+        // (docs/design.md §8 "No herd after a restart or failover").
+        State::Unknown => {
+            let next_check = previous
+                .next_check_time
+                .as_ref()
+                .and_then(|t| Timestamp::from_second(t.0.as_second()).ok())
+                .map(|t| {
+                    Duration::try_from(t.duration_since(Timestamp::now())).unwrap_or_default()
+                });
+            ctx.schedule
+                .adopt(key, interval, next_check, ctx.egress.epoch());
+            Due::No
+        }
+        // The egress set changed: re-check, spread over a short window.
+        State::EgressChanged => {
+            ctx.schedule
+                .respread(key, egress_window(interval), ctx.egress.epoch());
+            Due::No
+        }
+        State::Due { overdue } => {
+            if ctx.first_checks_pending.load(Ordering::Relaxed) > 0 && overdue < interval {
+                debug!("re-check waits for first checks");
+                return Due::Later(jitter(FIRST_CHECKS_FIRST));
+            }
+            Due::Yes { recheck: None }
+        }
+        State::Waiting => Due::No,
+    }
+}
+
+/// The window re-checks after an egress change are spread over: a tenth of the interval,
+/// at most a minute.
+fn egress_window(interval: Duration) -> Duration {
+    (interval / 10).min(Duration::from_secs(60))
 }
 
 async fn check_all(
@@ -429,9 +652,13 @@ async fn check_all(
     checks
 }
 
+/// Writes the owned keys: a create when the store has no such ConfigMap (a 409 then means one
+/// exists that is not labelled as ours), else an apply conditional on the store's
+/// resourceVersion, so an edit made since is looked at first.
 async fn apply_config_map(
     tenant: &HelpdeskTenant,
     ctx: &Context,
+    key: &TenantKey,
     api: &Api<ConfigMap>,
     cm_name: &str,
     existing: Option<&ConfigMap>,
@@ -440,6 +667,7 @@ async fn apply_config_map(
     let owner = tenant
         .controller_owner_ref(&())
         .ok_or(Error::Incomplete("uid"))?;
+    let labels = config_map_labels(tenant);
     if let Some(existing) = existing {
         let controller = existing
             .owner_references()
@@ -449,35 +677,56 @@ async fn apply_config_map(
         let same_data = keys::ALL
             .iter()
             .all(|k| current.and_then(|d| d.get(*k)) == data.get(*k));
-        let labelled =
-            existing.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(FIELD_MANAGER);
+        let labelled = labels
+            .iter()
+            .all(|(k, v)| existing.labels().get(k) == Some(v));
         if same_data && controller.is_some() && labelled {
             return Ok(());
         }
     }
-    let mut patch = json!({
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": cm_name,
-            "labels": { MANAGED_BY_LABEL: FIELD_MANAGER },
-            "ownerReferences": [owner],
-        },
-        "data": data,
-    });
-    // Conditional on the version read, so an edit made since is looked at first.
-    if let Some(version) = existing.and_then(|cm| cm.metadata.resource_version.as_deref()) {
-        patch["metadata"]["resourceVersion"] = json!(version);
-    }
+    let replaced = existing.and_then(|cm| cm.metadata.resource_version.clone());
     ctx.leadership.check()?;
-    api.patch(
-        cm_name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
+    let written = match &replaced {
+        Some(version) => {
+            let patch = json!({
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": cm_name,
+                    "labels": labels,
+                    "ownerReferences": [owner],
+                    "resourceVersion": version,
+                },
+                "data": data,
+            });
+            api.patch(
+                cm_name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+        }
+        None => {
+            let cm = ConfigMap {
+                metadata: ObjectMeta {
+                    name: Some(cm_name.to_owned()),
+                    labels: Some(labels),
+                    owner_references: Some(vec![owner]),
+                    ..ObjectMeta::default()
+                },
+                data: Some(data.clone()),
+                ..ConfigMap::default()
+            };
+            let params = PostParams {
+                field_manager: Some(FIELD_MANAGER.to_owned()),
+                ..PostParams::default()
+            };
+            api.create(&params, &cm).await
+        }
+    }
     .map_err(|e| Error::from_write(e, "the ConfigMap"))?;
     ctx.metrics.config_map_writes.inc();
+    ctx.record_config_map_write(key, replaced, written);
     info!(
         configmap = cm_name,
         sender_mode = data

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -28,6 +29,21 @@ struct Entry {
 pub struct Schedule {
     due: Mutex<HashMap<TenantKey, Entry>>,
     failures: Mutex<HashMap<TenantKey, u32>>,
+    /// How many tenants took a place in a spread so far (see [`spread_fraction`]).
+    spread: AtomicU64,
+}
+
+/// Where a tenant stands in the schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// No due time in this process: just started or took over the Lease.
+    Unknown,
+    /// Scheduled before the egress set last changed.
+    EgressChanged,
+    /// Its due time has passed, by this much.
+    Due { overdue: Duration },
+    /// Not due yet.
+    Waiting,
 }
 
 impl Schedule {
@@ -39,11 +55,63 @@ impl Schedule {
     /// Whether a check is due: the tenant was never scheduled (a restart, a new tenant), was
     /// scheduled before the egress set last changed, or its time has come.
     pub fn is_due(&self, key: &TenantKey, egress_epoch: u64) -> bool {
+        !matches!(self.state(key, egress_epoch), State::Waiting)
+    }
+
+    /// Where the tenant stands (see [`State`]).
+    pub fn state(&self, key: &TenantKey, egress_epoch: u64) -> State {
         let entry = self.due.lock().ok().and_then(|s| s.get(key).copied());
+        let now = Instant::now();
         match entry {
-            None => true,
-            Some(e) => e.egress_epoch != egress_epoch || e.due <= Instant::now(),
+            None => State::Unknown,
+            Some(e) if e.egress_epoch != egress_epoch => State::EgressChanged,
+            Some(e) if e.due <= now => State::Due {
+                overdue: now - e.due,
+            },
+            Some(_) => State::Waiting,
         }
+    }
+
+    /// Gives a tenant that already has a verdict, but no due time in this process, its place
+    /// in a spread over one `interval` from now; a `next_check` further away than the
+    /// interval is kept instead (docs/design.md §8 "No herd after a restart or failover").
+    /// Returns the wait.
+    pub fn adopt(
+        &self,
+        key: &TenantKey,
+        interval: Duration,
+        next_check: Option<Duration>,
+        egress_epoch: u64,
+    ) -> Duration {
+        let wait = match next_check {
+            Some(next) if next > interval => next,
+            _ => interval.mul_f64(self.next_fraction()),
+        };
+        self.set(key, wait, egress_epoch);
+        wait
+    }
+
+    /// Re-plans a tenant scheduled before an egress change: due within `window`, spread
+    /// evenly with the others. Returns the wait.
+    pub fn respread(&self, key: &TenantKey, window: Duration, egress_epoch: u64) -> Duration {
+        let wait = window.mul_f64(self.next_fraction());
+        self.set(key, wait, egress_epoch);
+        wait
+    }
+
+    fn next_fraction(&self) -> f64 {
+        spread_fraction(self.spread.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn set(&self, key: &TenantKey, wait: Duration, egress_epoch: u64) {
+        let mut due = self.due.lock().unwrap_or_else(|p| p.into_inner());
+        due.insert(
+            key.clone(),
+            Entry {
+                due: Instant::now() + wait,
+                egress_epoch,
+            },
+        );
     }
 
     /// Schedules the next check `after` from now (with jitter) when a check just ran or the
@@ -109,6 +177,15 @@ impl Schedule {
     }
 }
 
+/// The `n`-th place in a spread, as a fraction of the window: the golden-ratio sequence,
+/// whose first `n` places cover every part of the window in proportion to its length, so
+/// however many tenants take a place, no quarter of the window gets much more than a
+/// quarter of them.
+pub fn spread_fraction(n: u64) -> f64 {
+    const GOLDEN: f64 = 0.618_033_988_749_894_9;
+    (n as f64 * GOLDEN).fract()
+}
+
 /// Adds up to 10 % so tenants created together spread out; never shortens the wait.
 pub fn jitter(wait: Duration) -> Duration {
     let extra = wait.as_secs_f64() * rand::rng().random_range(0.0..0.1);
@@ -159,6 +236,41 @@ mod tests {
         assert!(again > Duration::from_secs(50), "{again:?}");
         schedule.forget(&key);
         assert!(schedule.is_due(&key, 0));
+    }
+
+    #[test]
+    fn spread_places_fill_every_quarter_evenly() {
+        for n in [7u64, 30, 200, 10_000] {
+            let mut quarters = [0u64; 4];
+            for i in 0..n {
+                let f = spread_fraction(i);
+                assert!((0.0..1.0).contains(&f));
+                quarters[(f * 4.0) as usize] += 1;
+            }
+            for q in quarters {
+                assert!(q <= n / 4 + 2, "n={n} quarters={quarters:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_adopted_tenant_waits_its_place_or_a_later_next_check() {
+        let schedule = Schedule::default();
+        let key = Schedule::key("ns", "acme");
+        assert_eq!(schedule.state(&key, 0), State::Unknown);
+        let interval = Duration::from_secs(100);
+        // The first place is at the start of the interval; the second is well inside it.
+        let first = schedule.adopt(&Schedule::key("ns", "first"), interval, None, 0);
+        assert_eq!(first, Duration::ZERO);
+        let wait = schedule.adopt(&key, interval, Some(Duration::from_secs(5)), 0);
+        assert!(wait > Duration::ZERO && wait < interval, "{wait:?}");
+        assert_eq!(schedule.state(&key, 0), State::Waiting);
+        let later = schedule.adopt(&key, interval, Some(Duration::from_secs(500)), 0);
+        assert_eq!(later, Duration::from_secs(500));
+        assert_eq!(schedule.state(&key, 1), State::EgressChanged);
+        let window = Duration::from_secs(10);
+        assert!(schedule.respread(&key, window, 1) < window);
+        assert_eq!(schedule.state(&key, 1), State::Waiting);
     }
 
     #[test]

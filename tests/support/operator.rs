@@ -60,14 +60,21 @@ pub fn set_spf(dns: &TestDns, domain: &str, text: &str, ttl: u32) {
     });
 }
 
-/// The operator's RBAC, tenants and Lease alike, as one namespaced Role.
-fn operator_rules() -> Vec<PolicyRule> {
-    let rules = rbac::operator_rules(LEASE_NAME);
-    rules.tenants.into_iter().chain(rules.lease).collect()
+/// The operator's RBAC, tenants and Leases alike, as one namespaced Role.
+fn operator_rules(leases: &[&str]) -> Vec<PolicyRule> {
+    let mut rules = rbac::operator_rules(LEASE_NAME).tenants;
+    for lease in leases {
+        rules.extend(rbac::operator_rules(lease).lease);
+    }
+    rules
 }
 
 /// A kubeconfig for a ServiceAccount of the namespace bound to [`operator_rules`].
-async fn operator_kubeconfig(ns: &TestNamespace, dir: &Path) -> anyhow::Result<PathBuf> {
+async fn operator_kubeconfig(
+    ns: &TestNamespace,
+    dir: &Path,
+    leases: &[&str],
+) -> anyhow::Result<PathBuf> {
     let name = "helpdesk-mail-operator";
     let meta = || ObjectMeta {
         name: Some(name.to_owned()),
@@ -88,7 +95,7 @@ async fn operator_kubeconfig(ns: &TestNamespace, dir: &Path) -> anyhow::Result<P
             &pp,
             &Role {
                 metadata: meta(),
-                rules: Some(operator_rules()),
+                rules: Some(operator_rules(leases)),
             },
         )
         .await?;
@@ -224,6 +231,15 @@ pub struct World {
 
 impl World {
     pub async fn new(prefix: &str, interval: Duration) -> anyhow::Result<Self> {
+        Self::with_leases(prefix, interval, &[LEASE_NAME]).await
+    }
+
+    /// A world whose operator credentials may hold each of these Leases.
+    pub async fn with_leases(
+        prefix: &str,
+        interval: Duration,
+        leases: &[&str],
+    ) -> anyhow::Result<Self> {
         let logs = tempfile::tempdir()?;
         let dir = logs.path().to_owned();
         let client = cluster::client().await?;
@@ -231,7 +247,7 @@ impl World {
         let ns = TestNamespace::create(&client, prefix).await?;
         let domain = format!("{prefix}.test");
         let dns = TestDns::start(zone(&domain)).await?;
-        let kubeconfig = operator_kubeconfig(&ns, &dir).await?;
+        let kubeconfig = operator_kubeconfig(&ns, &dir, leases).await?;
         Ok(Self {
             ns,
             dns,

@@ -1,0 +1,215 @@
+//! The fleet benchmark's helper (`scripts/bench-scale`, docs/design.md §10): creates the
+//! benchmark's tenants, measures the floor (a plain concurrent client making the operator's
+//! minimal writes), and waits for the operator's first full status.
+//!
+//! ```text
+//! bench-floor create  PREFIX N NAMESPACES LABEL   # N tenants, spread over NAMESPACES
+//! bench-floor floor   PREFIX N NAMESPACES LABEL CONCURRENCY
+//!                     # per tenant: one status apply, one ConfigMap create, one Event;
+//!                     # prints the seconds taken, then removes the ConfigMaps again
+//! bench-floor wait    LABEL N TIMEOUT_SECONDS     # seconds until N tenants have a verdict
+//! ```
+//!
+//! Tenant `i` lives in namespace `PREFIX-(i % NAMESPACES)`, is named `t<i>`, carries the
+//! label `bench=LABEL`, and sends as `support@t<i>.bench`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt, stream};
+use helpdesk_mail_operator::api::{HelpdeskTenant, HelpdeskTenantSpec, Mode};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource};
+use serde_json::json;
+
+fn namespace(prefix: &str, i: usize, namespaces: usize) -> String {
+    format!("{prefix}-{}", i % namespaces)
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], n: usize, what: &str) -> anyhow::Result<T> {
+    args.get(n)
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("argument {n} ({what}) missing or invalid"))
+}
+
+async fn create(client: Client, args: &[String]) -> anyhow::Result<()> {
+    let prefix: String = arg(args, 1, "PREFIX")?;
+    let n: usize = arg(args, 2, "N")?;
+    let namespaces: usize = arg(args, 3, "NAMESPACES")?;
+    let label: String = arg(args, 4, "LABEL")?;
+    let ns_api: Api<Namespace> = Api::all(client.clone());
+    for k in 0..namespaces.min(n) {
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(format!("{prefix}-{k}")),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        match ns_api.create(&PostParams::default(), &ns).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    stream::iter(0..n)
+        .map(|i| {
+            let (client, prefix, label) = (client.clone(), prefix.clone(), label.clone());
+            async move {
+                let api: Api<HelpdeskTenant> =
+                    Api::namespaced(client, &namespace(&prefix, i, namespaces));
+                let spec = HelpdeskTenantSpec {
+                    mode: Mode::Enforce,
+                    ..HelpdeskTenantSpec::with_senders([format!("support@t{i}.bench").as_str()])
+                };
+                let mut tenant = HelpdeskTenant::new(&format!("t{i}"), spec);
+                tenant.metadata.labels = Some(BTreeMap::from([("bench".to_owned(), label)]));
+                match api.create(&PostParams::default(), &tenant).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+                    Err(e) => Err(anyhow::Error::from(e)),
+                }
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(())
+}
+
+async fn floor(client: Client, args: &[String]) -> anyhow::Result<()> {
+    let prefix: String = arg(args, 1, "PREFIX")?;
+    let n: usize = arg(args, 2, "N")?;
+    let namespaces: usize = arg(args, 3, "NAMESPACES")?;
+    let label: String = arg(args, 4, "LABEL")?;
+    let concurrency: usize = arg(args, 5, "CONCURRENCY")?;
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "bench-floor".to_owned(),
+            instance: None,
+        },
+    );
+    let started = Instant::now();
+    stream::iter(0..n)
+        .map(|i| {
+            let (client, prefix, label, recorder) =
+                (client.clone(), prefix.clone(), label.clone(), recorder.clone());
+            async move {
+                let ns = namespace(&prefix, i, namespaces);
+                let name = format!("t{i}");
+                let tenants: Api<HelpdeskTenant> = Api::namespaced(client.clone(), &ns);
+                let status = json!({
+                    "apiVersion": HelpdeskTenant::api_version(&()),
+                    "kind": HelpdeskTenant::kind(&()),
+                    "status": {
+                        "observedGeneration": 1,
+                        "lastCheckTime": jiff::Timestamp::now().to_string(),
+                        "alignedSenders": "1/1",
+                        "conditions": [{
+                            "type": "Ready", "status": "True", "reason": "Reconciled",
+                            "message": "bench floor", "lastTransitionTime": jiff::Timestamp::now().to_string(),
+                        }],
+                    },
+                });
+                let written = tenants
+                    .patch_status(&name, &PatchParams::apply("bench-floor").force(), &Patch::Apply(&status))
+                    .await?;
+                let cms: Api<ConfigMap> = Api::namespaced(client, &ns);
+                let cm = ConfigMap {
+                    metadata: ObjectMeta {
+                        name: Some(format!("{name}-floor")),
+                        labels: Some(BTreeMap::from([("bench".to_owned(), label)])),
+                        owner_references: written.controller_owner_ref(&()).map(|o| vec![o]),
+                        ..ObjectMeta::default()
+                    },
+                    data: Some(BTreeMap::from([
+                        ("sender-mode".to_owned(), "tenant".to_owned()),
+                        ("from-address".to_owned(), format!("support@t{i}.bench")),
+                    ])),
+                    ..ConfigMap::default()
+                };
+                cms.create(&PostParams { field_manager: Some("bench-floor".into()), ..PostParams::default() }, &cm)
+                    .await?;
+                let event = Event {
+                    type_: EventType::Normal,
+                    reason: "TenantSenderActivated".to_owned(),
+                    note: Some("bench floor".to_owned()),
+                    action: "SwitchSender".to_owned(),
+                    secondary: None,
+                };
+                recorder.publish(&event, &written.object_ref(&())).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<_>>()
+        .await?;
+    println!("{:.3}", started.elapsed().as_secs_f64());
+    // Clean up the ConfigMaps; the script deletes the namespaces.
+    for k in 0..namespaces.min(n) {
+        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &format!("{prefix}-{k}"));
+        cms.delete_collection(
+            &DeleteParams::background(),
+            &ListParams::default().labels("bench"),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn wait(client: Client, args: &[String]) -> anyhow::Result<()> {
+    let label: String = arg(args, 1, "LABEL")?;
+    let n: usize = arg(args, 2, "N")?;
+    let timeout: u64 = arg(args, 3, "TIMEOUT_SECONDS")?;
+    let api: Api<HelpdeskTenant> = Api::all(client);
+    let started = Instant::now();
+    let mut seen = HashSet::new();
+    let mut events = watcher(
+        api,
+        watcher::Config::default().labels(&format!("bench={label}")),
+    )
+    .applied_objects()
+    .boxed();
+    let deadline = tokio::time::sleep(Duration::from_secs(timeout));
+    tokio::pin!(deadline);
+    while seen.len() < n {
+        tokio::select! {
+            _ = &mut deadline => anyhow::bail!("{} of {n} tenants have a verdict after {timeout} s", seen.len()),
+            next = events.try_next() => match next? {
+                Some(t) if t.status.as_ref().is_some_and(|s| s.last_check_time.is_some()) => {
+                    seen.insert((t.metadata.namespace.clone(), t.metadata.name.clone()));
+                }
+                Some(_) => {}
+                None => anyhow::bail!("the watch ended"),
+            },
+        }
+    }
+    println!("{:.3}", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let run = async {
+        let client = Client::try_default().await?;
+        match args.first().map(String::as_str) {
+            Some("create") => create(client, &args).await,
+            Some("floor") => floor(client, &args).await,
+            Some("wait") => wait(client, &args).await,
+            _ => anyhow::bail!("usage: bench-floor create|floor|wait ..."),
+        }
+    };
+    match run.await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bench-floor: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

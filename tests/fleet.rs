@@ -1,0 +1,154 @@
+//! Fleet behaviour (docs/design.md §8 "No herd after a restart or failover", "Watches, caches,
+//! readiness, shutdown"): after a restart, settled tenants are re-checked spread over one
+//! interval, not all at once; reconciles read ConfigMaps from the watch store, never by GET.
+//! The built operator binary runs against the real control plane and a loopback DNS server.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, ensure};
+use helpdesk_mail_operator::api::Mode;
+use kube::api::ListParams;
+use support::cluster::eventually;
+use support::operator::{Operator, World, scenario};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// How many of the world's tenants have been checked (have a verdict in status).
+async fn checked(w: &World) -> anyhow::Result<usize> {
+    Ok(w.tenants()
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .filter(|t| {
+            t.status
+                .as_ref()
+                .is_some_and(|s| s.last_check_time.is_some())
+        })
+        .count())
+}
+
+async fn create_tenants(w: &World, n: usize) -> anyhow::Result<()> {
+    for i in 0..n {
+        w.create_tenant(&format!("tenant-{i:03}"), Mode::Enforce)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn wait_all_checked(w: &World, n: usize) -> anyhow::Result<()> {
+    eventually("every tenant checked", WAIT, || async {
+        Ok((checked(w).await? == n).then_some(()))
+    })
+    .await
+}
+
+/// Waits until the operator's `/readyz` answers 200.
+async fn wait_ready(operator: &Operator) -> anyhow::Result<()> {
+    eventually("the operator ready", WAIT, || async {
+        let ready = support::operator::http_get(operator.metrics_port, "/readyz")
+            .await
+            .is_ok_and(|(code, _)| code == 200);
+        Ok(ready.then_some(()))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_spreads_the_rechecks_over_one_interval() {
+    const TENANTS: usize = 30;
+    let interval = Duration::from_secs(20);
+    scenario("restart-spread", interval, |w| async move {
+        let first = w.operator("first", &[])?;
+        create_tenants(&w, TENANTS).await?;
+        wait_all_checked(&w, TENANTS).await?;
+        drop(first);
+
+        // The new process knows no due times; every status holds a verdict.
+        let second = w.operator("second", &[])?;
+        let started = Instant::now();
+        wait_ready(&second).await?;
+        let quarter = interval / 4;
+        let until = started + quarter;
+        tokio::time::sleep_until(until.into()).await;
+        let early = second.metric("helpdesk_checks_total").await?;
+        eprintln!("checks in the first quarter interval: {early} of {TENANTS}");
+        // Evenly spread, a quarter of the tenants fall in the first quarter; the margin
+        // covers the spread's start a moment after the process's.
+        let limit = (TENANTS / 4 + 3) as f64;
+        ensure!(
+            early <= limit,
+            "{early} checks within {quarter:?} of the restart (at most {limit})"
+        );
+        // And every tenant is re-checked within about one interval.
+        eventually("every tenant re-checked", interval * 2, || async {
+            let checks = second.metric("helpdesk_checks_total").await?;
+            Ok((checks >= TENANTS as f64).then_some(checks))
+        })
+        .await?;
+        let within = started.elapsed();
+        ensure!(
+            within <= interval + interval / 2,
+            "the re-checks took {within:?}, more than about one interval {interval:?}"
+        );
+        Ok(())
+    })
+    .await;
+}
+
+/// `apiserver_request_total` for GETs of ConfigMaps, summed over codes and scopes, read by
+/// the plane's kubectl (`HDMO_TOOLS_BIN`) from the API server's `/metrics`.
+async fn config_map_gets() -> anyhow::Result<f64> {
+    let tools = std::env::var("HDMO_TOOLS_BIN").context("HDMO_TOOLS_BIN is set")?;
+    let output = tokio::process::Command::new(format!("{tools}/kubectl"))
+        .args(["get", "--raw", "/metrics"])
+        .output()
+        .await?;
+    ensure!(output.status.success(), "kubectl get --raw /metrics failed");
+    let text = String::from_utf8(output.stdout)?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter(|l| l.contains("verb=\"GET\"") && l.contains("resource=\"configmaps\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciles_read_config_maps_from_the_watch_store() {
+    const TENANTS: usize = 10;
+    // A short interval, so the window below holds several reconciles per tenant.
+    let interval = Duration::from_secs(2);
+    scenario("no-get", interval, |w| async move {
+        let operator = w.operator("operator", &[])?;
+        wait_ready(&operator).await?;
+        let gets_before = config_map_gets().await?;
+        let reconciles_before = operator
+            .metric("helpdesk_reconcile_duration_seconds_count")
+            .await?;
+        create_tenants(&w, TENANTS).await?;
+        wait_all_checked(&w, TENANTS).await?;
+        // Reconciles go on with every requeue; count them until there are plenty.
+        eventually("several reconciles per tenant", WAIT, || async {
+            let n = operator
+                .metric("helpdesk_reconcile_duration_seconds_count")
+                .await?;
+            Ok((n - reconciles_before >= (3 * TENANTS) as f64).then_some(()))
+        })
+        .await?;
+        let reconciles = operator
+            .metric("helpdesk_reconcile_duration_seconds_count")
+            .await?
+            - reconciles_before;
+        let gets = config_map_gets().await? - gets_before;
+        eprintln!("{reconciles} reconciles, {gets} ConfigMap GETs on the API server");
+        ensure!(
+            gets == 0.0,
+            "{gets} ConfigMap GETs during {reconciles} reconciles (none expected)"
+        );
+        Ok(())
+    })
+    .await;
+}
