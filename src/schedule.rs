@@ -73,9 +73,10 @@ impl Schedule {
     }
 
     /// Gives a tenant that already has a verdict, but no due time in this process, its place
-    /// in a spread over one `interval` from now; a `next_check` further away than the
-    /// interval is kept instead (docs/design.md §8 "No herd after a restart or failover").
-    /// Returns the wait.
+    /// in a spread over one `interval` from now, or its `next_check` when that is later than
+    /// the place but within the interval (docs/design.md §8 "No herd after a restart or
+    /// failover"). A `next_check` further away than one interval was planned under a longer
+    /// interval than the tenant has now and is not waited for. Returns the wait.
     pub fn adopt(
         &self,
         key: &TenantKey,
@@ -83,9 +84,10 @@ impl Schedule {
         next_check: Option<Duration>,
         egress_epoch: u64,
     ) -> Duration {
+        let place = interval.mul_f64(self.next_fraction());
         let wait = match next_check {
-            Some(next) if next > interval => next,
-            _ => interval.mul_f64(self.next_fraction()),
+            Some(next) if next > place && next <= interval => next,
+            _ => place,
         };
         self.set(key, wait, egress_epoch);
         wait
@@ -265,8 +267,12 @@ mod tests {
         let wait = schedule.adopt(&key, interval, Some(Duration::from_secs(5)), 0);
         assert!(wait > Duration::ZERO && wait < interval, "{wait:?}");
         assert_eq!(schedule.state(&key, 0), State::Waiting);
-        let later = schedule.adopt(&key, interval, Some(Duration::from_secs(500)), 0);
-        assert_eq!(later, Duration::from_secs(500));
+        // A later next check within the interval is kept.
+        let later = schedule.adopt(&key, interval, Some(Duration::from_secs(99)), 0);
+        assert_eq!(later, Duration::from_secs(99));
+        // One planned under a longer interval (the tenant's interval shrank) is not waited for.
+        let stale = schedule.adopt(&key, interval, Some(Duration::from_secs(500)), 0);
+        assert!(stale < interval, "{stale:?}");
         assert_eq!(schedule.state(&key, 1), State::EgressChanged);
         let window = Duration::from_secs(10);
         assert!(schedule.respread(&key, window, 1) < window);
