@@ -56,6 +56,12 @@ async fn a_paused_leader_writes_nothing_after_it_resumes() {
         let (leader, standby) = if old == "replica-a" { (a, b) } else { (b, a) };
         let new = if old == "replica-a" { "replica-b" } else { "replica-a" };
         ensure!(leader.metric("helpdesk_leader").await? == 1.0, "the holder does not lead");
+        // The leader counts a write when its response is back: the baseline must hold the
+        // status and the ConfigMap the cluster already shows.
+        eventually("the leader to count its first two writes", WAIT, || async {
+            Ok((leader.writes().await? >= 2.0).then_some(()))
+        })
+        .await?;
 
         let writes_before = leader.writes().await?;
         let events_before = events_by(&w, &old).await?;
