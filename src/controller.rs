@@ -15,6 +15,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::controller::Config as ControllerConfig;
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::utils::ResetTimerBackoff;
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
@@ -270,6 +271,25 @@ fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
     current.to_string()
 }
 
+/// How a watch comes back after an error (the API server gone, a 410 Gone after etcd
+/// compaction): from 250 ms doubling to at most 5 s, with jitter, and from the start again
+/// after a minute without errors. A longer cap would keep reconciles on a stale cache for that
+/// long after the API server returns (docs/design.md §8 "Watches, caches, readiness,
+/// shutdown"); one client retrying every 5 s is no load.
+fn watch_backoff() -> ResetTimerBackoff<watcher::ExponentialBackoff> {
+    let retries = backon::ExponentialBuilder::default()
+        .with_min_delay(WATCH_RETRY_FIRST)
+        .with_max_delay(WATCH_RETRY_CAP)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times();
+    ResetTimerBackoff::new(retries.into(), WATCH_RETRY_RESET)
+}
+
+const WATCH_RETRY_FIRST: Duration = Duration::from_millis(250);
+const WATCH_RETRY_CAP: Duration = Duration::from_secs(5);
+const WATCH_RETRY_RESET: Duration = Duration::from_secs(60);
+
 /// Runs the Controller until `stop` resolves. Reconciles still running then have been
 /// cancelled with the term (see [`reconcile::reconcile`]), so the shutdown does not wait for
 /// their writes.
@@ -299,11 +319,13 @@ async fn run_controller(
     // readiness, shutdown"); reconciles read ConfigMaps from the second one.
     let (store, tenant_writer) = reflector::store::<HelpdeskTenant>();
     let tenant_stream = watcher(tenants, tenant_watch)
+        .backoff(watch_backoff())
         .modify(reconcile::strip_tenant)
         .reflect(tenant_writer)
         .applied_objects();
     let (config_map_store, config_map_writer) = reflector::store::<ConfigMap>();
     let config_map_stream = watcher(config_maps, owned_watch)
+        .backoff(watch_backoff())
         .modify(reconcile::strip_config_map_in_place)
         .reflect(config_map_writer)
         .touched_objects();

@@ -164,6 +164,11 @@ impl Operator {
         Ok(())
     }
 
+    /// How the process ended, or `None` while it runs.
+    pub fn exited(&mut self) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        Ok(self.child.try_wait()?)
+    }
+
     /// Waits for the process to exit; returns whether it exited successfully.
     pub async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<bool> {
         let deadline = Instant::now() + timeout;
