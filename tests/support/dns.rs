@@ -467,6 +467,9 @@ impl TestDns {
             timeout,
             cache_size,
             cache_size_fixed: true,
+            // Tests of the authoritative vantage turn it on themselves.
+            authoritative_check: false,
+            ..DnsConfig::default()
         }
     }
 
