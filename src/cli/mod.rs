@@ -514,3 +514,52 @@ fn print_crd() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The authoritative vantage `check` would use with `flags`.
+    fn vantage(flags: &[&str]) -> (bool, u16) {
+        let mut args = vec![
+            "helpdesk-mail-operator",
+            "check",
+            "--domain",
+            "customer.example",
+            "--provider-spf-domain",
+            "spf.provider.example",
+        ];
+        args.extend_from_slice(flags);
+        let Cli {
+            command: Command::Check(check),
+        } = Cli::try_parse_from(args).expect("flags parse")
+        else {
+            panic!("a check");
+        };
+        let config = check.authority.apply(check.dns.config(1));
+        (config.authoritative_check, config.authoritative_port)
+    }
+
+    #[test]
+    fn the_authoritative_check_is_on_unless_turned_off() {
+        assert_eq!(vantage(&[]), (true, 53));
+        assert_eq!(vantage(&["--authoritative-check"]), (true, 53));
+        assert_eq!(vantage(&["--no-authoritative-check"]), (false, 53));
+        assert_eq!(vantage(&["--authoritative-check=false"]), (false, 53));
+        assert_eq!(vantage(&["--authoritative-port", "5353"]), (true, 5353));
+        // The last of the two flags wins.
+        assert_eq!(
+            vantage(&["--authoritative-check", "--no-authoritative-check"]),
+            (false, 53)
+        );
+        assert_eq!(
+            vantage(&["--no-authoritative-check", "--authoritative-check"]),
+            (true, 53)
+        );
+    }
+
+    #[test]
+    fn one_shot_evaluations_ask_the_resolver_only() {
+        assert!(!dns_config(&[], 100, 1).authoritative_check);
+    }
+}
