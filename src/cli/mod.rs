@@ -289,7 +289,7 @@ pub struct DnsArgs {
     #[arg(long, env = "HDMO_DNS_TIMEOUT_MS", default_value_t = DEFAULT_TIMEOUT_MS)]
     pub dns_timeout_ms: u64,
 
-    /// Number of (name, type) answers the DNS cache holds. Default: 4 per tenant, at least
+    /// Number of (name, type) answers the DNS cache holds. Default: 6 per tenant, at least
     /// 10000, growing with the tenant count.
     #[arg(long, env = "HDMO_DNS_CACHE_SIZE")]
     pub dns_cache_size: Option<usize>,

@@ -47,9 +47,10 @@ const DEFAULT_NEGATIVE_TTL: u32 = 60;
 pub const ERROR_TTL: u32 = 5;
 /// The cache capacity when nothing else says: the floor of [`cache_capacity_for_tenants`].
 pub const DEFAULT_CACHE_SIZE: usize = 10_000;
-/// Cache entries set aside per tenant: its SPF record, its DMARC record and the names its
-/// record and DKIM selectors lead to.
-pub const ENTRIES_PER_TENANT: usize = 4;
+/// Cache entries set aside per tenant: its SPF record, its DMARC record, the names its
+/// record and DKIM selectors lead to, and for the authoritative vantage the authority's answer
+/// and its zone's NS RRset.
+pub const ENTRIES_PER_TENANT: usize = 6;
 
 /// One DNS answer: the records of the asked type, possibly none.
 ///
@@ -773,7 +774,7 @@ mod tests {
     fn capacity_for_tenants_has_a_floor() {
         assert_eq!(cache_capacity_for_tenants(0), DEFAULT_CACHE_SIZE);
         assert_eq!(cache_capacity_for_tenants(1_000), DEFAULT_CACHE_SIZE);
-        assert_eq!(cache_capacity_for_tenants(10_000), 40_000);
+        assert_eq!(cache_capacity_for_tenants(10_000), 60_000);
         assert_eq!(cache_capacity_for_tenants(usize::MAX), usize::MAX);
     }
 
