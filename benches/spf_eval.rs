@@ -106,6 +106,7 @@ fn main() {
         timeout: Duration::from_secs(2),
         cache_size: 10_000,
         cache_size_fixed: true,
+        ..DnsConfig::default()
     })
     .expect("resolver");
     let evaluator = Evaluator::new(resolver.clone());

@@ -891,6 +891,7 @@ mod tests {
                 void_lookups: 0,
                 provider_include_reachable: pass,
                 warnings: vec![],
+                authority: None,
             },
             dmarc: DmarcReport {
                 record: Some("v=DMARC1; p=reject".to_owned()),

@@ -157,6 +157,7 @@ fn default_values_render_the_minimal_set() {
                 "HDMO_DEFAULT_SENDER",
                 "notifications+{tenant}@mailing.provider.example",
             ),
+            ("HDMO_AUTHORITATIVE_CHECK", "true"),
             ("HDMO_CHECK_INTERVAL", "15m"),
             ("HDMO_FLEET_GUARD_PERCENT", "20"),
             ("HDMO_FLEET_GUARD_MIN_TENANTS", "10"),
@@ -239,6 +240,7 @@ fn full_values_render_every_option() {
             ("HDMO_NAMESERVER", "10.96.0.10:53,[2001:db8::53]:53"),
             ("HDMO_DNS_TIMEOUT_MS", "1500"),
             ("HDMO_DNS_CACHE_SIZE", "50000"),
+            ("HDMO_AUTHORITATIVE_CHECK", "false"),
             ("HDMO_CHECK_INTERVAL", "5m"),
             ("HDMO_FLEET_GUARD_PERCENT", "30"),
             ("HDMO_FLEET_GUARD_MIN_TENANTS", "5"),
@@ -347,7 +349,11 @@ fn network_policy_allows_only_the_api_server_and_dns() {
     let np = &one(&docs, "NetworkPolicy")["spec"];
     assert_eq!(np["policyTypes"], serde_json::json!(["Ingress", "Egress"]));
     let egress = np["egress"].as_array().expect("egress rules");
-    assert_eq!(egress.len(), 2, "one rule for the API server, one for DNS");
+    assert_eq!(
+        egress.len(),
+        2,
+        "one rule for the API server, one for the resolvers (the authoritative check is off)"
+    );
     assert_eq!(egress[0]["to"][0]["ipBlock"]["cidr"], "10.0.0.1/32");
     assert_eq!(
         egress[0]["ports"],
@@ -366,13 +372,18 @@ fn network_policy_allows_only_the_api_server_and_dns() {
         "monitoring"
     );
 
-    // Without CIDRs the rules still restrict ports.
+    // Without CIDRs the rules still restrict ports. The authoritative check (on by default)
+    // adds DNS to any address.
     let docs = render(&["--set", "networkPolicy.enabled=true"]);
     let egress = one(&docs, "NetworkPolicy")["spec"]["egress"]
         .as_array()
         .expect("egress")
         .clone();
-    assert_eq!(egress.len(), 2);
+    assert_eq!(egress.len(), 3);
+    assert_eq!(
+        egress[2],
+        serde_json::json!({"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]})
+    );
     for rule in &egress {
         assert!(
             rule["ports"].as_array().is_some_and(|p| !p.is_empty()),

@@ -5,7 +5,7 @@ mod support;
 
 use std::process::Output;
 
-use support::dns::{Fault, TestDns, Zone};
+use support::dns::{Data, Fault, TestDns, Zone};
 
 const BIN: &str = env!("CARGO_BIN_EXE_helpdesk-mail-operator");
 const PROVIDER: &str = "spf.provider.example";
@@ -297,4 +297,101 @@ async fn dkim_section_explains_each_selector_and_can_carry_the_verdict() {
         "{}",
         stdout(&output)
     );
+}
+
+/// The tenant zone with its nameserver on loopback and `record` at customer.example.
+fn tenant_zone(record: &str, ttl: u32) -> Zone {
+    zone()
+        .ns("customer.example", "ns1.customer.example")
+        .a("ns1.customer.example", "127.0.0.1")
+        .with_ttl(
+            "customer.example",
+            ttl,
+            Data::Txt(vec![record.as_bytes().to_vec()]),
+        )
+}
+
+#[tokio::test]
+async fn the_authoritys_answer_ttl_and_split_verdict_are_shown() {
+    const ALIGNED: &str = "v=spf1 include:spf.provider.example -all";
+    let authority = TestDns::start(tenant_zone(ALIGNED, 900))
+        .await
+        .expect("authority starts");
+    let resolver = TestDns::start(tenant_zone("v=spf1 -all", 120))
+        .await
+        .expect("resolver starts");
+    let port = authority.addr().port().to_string();
+    let args = [
+        "--domain",
+        "customer.example",
+        "--authoritative-port",
+        &port,
+    ];
+
+    let output = run(&resolver, &args).await;
+    assert_eq!(output.status.code(), Some(1), "the resolver's verdict");
+    let text = stdout(&output);
+    let server = format!("ns1.customer.example ({})", authority.addr());
+    assert!(
+        text.contains(&format!(
+            "authority: {server} answers \"{ALIGNED}\" (TTL 900 s): split view"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("(TTL 900 s)\n"), "{text}");
+    assert!(
+        text.contains("warning: split view of customer.example"),
+        "{text}"
+    );
+
+    let output = run(&resolver, &[&args[..], &["--output", "json"]].concat()).await;
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let spf = &value["check"]["spf"];
+    assert_eq!(spf["recordTtl"], 900);
+    assert_eq!(spf["authority"]["state"], "answered");
+    assert_eq!(spf["authority"]["server"], server.as_str());
+    assert_eq!(spf["authority"]["records"][0], ALIGNED);
+    assert_eq!(spf["authority"]["ttl"], 900);
+    assert_eq!(spf["authority"]["agrees"], false);
+
+    let output = run(
+        &resolver,
+        &[&args[..], &["--no-authoritative-check"]].concat(),
+    )
+    .await;
+    let text = stdout(&output);
+    assert!(!text.contains("authority:"), "{text}");
+    assert!(text.contains("(TTL 120 s)"), "{text}");
+    assert_eq!(
+        authority.queries(),
+        2,
+        "asked once per run with the check on"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_authority_is_said_and_the_check_goes_on() {
+    let resolver = TestDns::start(tenant_zone("v=spf1 include:spf.provider.example -all", 120))
+        .await
+        .expect("resolver starts");
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("port")
+        .port()
+        .to_string();
+    let output = run(
+        &resolver,
+        &[
+            "--domain",
+            "customer.example",
+            "--authoritative-port",
+            &closed,
+        ],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0));
+    let text = stdout(&output);
+    assert!(text.contains("authority: unreachable ("), "{text}");
+    assert!(text.contains("(TTL 120 s)"), "{text}");
+    assert!(!text.contains("split view"), "{text}");
 }

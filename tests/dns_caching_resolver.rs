@@ -23,6 +23,8 @@ async fn reported_ttls_settle_behind_a_counting_down_cache() {
         timeout: Duration::from_secs(2),
         cache_size: 100,
         cache_size_fixed: true,
+        authoritative_check: false,
+        ..DnsConfig::default()
     };
     // Other clients of the same cache, asking out of step with the operator.
     let others = Resolver::new(&DnsConfig {

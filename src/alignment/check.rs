@@ -5,13 +5,14 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use crate::dkim::{check_domain, fetch_provider_keys};
 use crate::dmarc::{self, AlignmentMode, Discovery};
-use crate::dns::Dns;
+use crate::dns::{Authority, Dns};
 use crate::names::{address_domain, normalize_domain, split_address};
 use crate::spf::lints::{lint, strict_void_lint, tree_reaches, type99_only};
 use crate::spf::{
     Evaluator, MAX_LOOKUPS, Node, NodeKind, SpfOutcome, SpfQuery, SpfResult, parse_record,
 };
 
+use super::vantage;
 use super::verdict::{combine, decide_verdict, domain_alignment, suggest_record};
 use super::{
     DmarcReport, DomainAlignment, IpResult, Provider, SenderCheck, SenderInput, SpfReport, Verdict,
@@ -113,6 +114,7 @@ pub async fn check_sender_detailed<D: Dns + Clone>(
         Some(check_domain(resolver, &provider_keys, &from, &from, adkim).await)
     };
     let mut spf = spf_report(&tree, &evaluations, &provider_domain);
+    authoritative_vantage(resolver, &envelope, &tree.trace.tree, &mut spf).await;
     // A pure lint: the type-99 answer never reaches the evaluation or the verdict.
     if tree.trace.tree.result == SpfResult::None
         && let Some(warning) = type99_only(resolver, &envelope).await
@@ -174,6 +176,33 @@ pub async fn check_sender_detailed<D: Dns + Clone>(
     }
 }
 
+/// Asks the envelope domain's authoritative servers for its SPF record (docs/design.md §6):
+/// their TTL replaces the resolver's, a disagreement becomes a warning, the verdict stays the
+/// resolver's. Skipped when the resolver itself gave no answer (`root` is the evaluation of
+/// the envelope domain): a temporary failure is no verdict, whatever the authority says.
+async fn authoritative_vantage<D: Dns>(
+    resolver: &D,
+    envelope: &str,
+    root: &Node,
+    spf: &mut SpfReport,
+) {
+    if root.result == SpfResult::Temperror && root.record.is_none() {
+        return;
+    }
+    let authority = resolver.authoritative_txt(envelope).await;
+    if authority == Authority::NotAsked {
+        return;
+    }
+    // Answered from the cache: the evaluation has just asked.
+    let Ok(answer) = resolver.txt(envelope).await else {
+        return;
+    };
+    let outcome = vantage::compare(envelope, &answer, spf.record_ttl, authority);
+    spf.record_ttl = outcome.ttl;
+    spf.authority = outcome.report;
+    spf.warnings.extend(outcome.warning);
+}
+
 /// The SPF part of the report from the probe evaluation (whole tree) and the per-address ones.
 fn spf_report(tree: &SpfOutcome, evaluations: &[SpfOutcome], provider_domain: &str) -> SpfReport {
     let root = &tree.trace.tree;
@@ -231,6 +260,7 @@ fn spf_report(tree: &SpfOutcome, evaluations: &[SpfOutcome], provider_domain: &s
             .unwrap_or(0),
         provider_include_reachable,
         warnings,
+        authority: None,
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! [`check`] gathers the DNS facts of one sender (SPF for every egress address, the include
 //! tree, DMARC); [`verdict`] turns them into the verdict of docs/design.md §5 and the suggested
-//! record of §6, as pure functions.
+//! record of §6, as pure functions; [`vantage`] compares the resolver's SPF answer with the
+//! authority's (the TTL behind `validAfter`, split verdicts).
 //!
 //! # Choices
 //!
@@ -29,9 +30,11 @@ use crate::dkim::{DkimReport, ProviderSelector};
 use crate::spf::SpfResult;
 
 pub mod check;
+pub mod vantage;
 pub mod verdict;
 
 pub use check::{CheckDetail, PROBE_IP, check_sender, check_sender_detailed, mail_from};
+pub use vantage::AuthorityReport;
 pub use verdict::{combine, decide_verdict, domain_alignment, suggest_record};
 
 /// The provider's side of the check (operator-wide configuration, docs/design.md §3).
@@ -128,7 +131,8 @@ pub struct IpResult {
 pub struct SpfReport {
     /// The selected `v=spf1` record, verbatim.
     pub record: Option<String>,
-    /// TTL in seconds of the TXT answer holding the record.
+    /// TTL in seconds of the TXT answer holding the record: the authoritative servers' when
+    /// they answered, else the largest the resolver reported.
     pub record_ttl: Option<u32>,
     pub results: Vec<IpResult>,
     /// DNS-querying terms used, of 10 (the maximum over the egress addresses).
@@ -137,8 +141,11 @@ pub struct SpfReport {
     pub void_lookups: u32,
     /// Whether `include:<provider spf domain>` is reachable in the include/redirect tree.
     pub provider_include_reachable: bool,
-    /// Lints of docs/design.md §6, one sentence each.
+    /// Lints of docs/design.md §6, one sentence each, and the split verdict.
     pub warnings: Vec<String>,
+    /// What the envelope domain's authoritative servers answered; `None` while the
+    /// authoritative check is off or the resolver itself gave no answer.
+    pub authority: Option<AuthorityReport>,
 }
 
 /// What DMARC discovery found for the From domain.

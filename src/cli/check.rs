@@ -21,7 +21,7 @@ pub fn run(args: CheckArgs) -> ExitCode {
     if let Err(message) = args.provider.validate() {
         return fail(message);
     }
-    let config = args.dns.config(1_024);
+    let config = args.authority.apply(args.dns.config(1_024));
     let runtime = match one_shot_runtime() {
         Ok(runtime) => runtime,
         Err(message) => return fail(message),

@@ -6,12 +6,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgAction, Parser, Subcommand};
 
 use crate::api::RequiredAlignment;
 use crate::controller;
 use crate::dkim::ProviderSelector;
-use crate::dns::{DEFAULT_TIMEOUT_MS, DnsConfig};
+use crate::dns::{
+    DEFAULT_AUTHORITATIVE_CHECK, DEFAULT_AUTHORITATIVE_PORT, DEFAULT_TIMEOUT_MS, DnsConfig,
+};
 use crate::guard::GuardConfig;
 use crate::reconcile::Settings;
 
@@ -88,6 +90,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub dns: DnsArgs,
+
+    #[command(flatten)]
+    pub authority: AuthorityArgs,
 
     /// Default re-check interval of a tenant (`15m`, `1h`, `30s`); `spec.checkInterval` overrides it.
     #[arg(long, env = "HDMO_CHECK_INTERVAL", default_value = "15m", value_parser = parse_interval)]
@@ -178,7 +183,9 @@ impl RunArgs {
                     .unwrap_or_else(|| "default".to_owned()),
                 lease_name: self.lease_name.clone(),
             },
-            dns: self.dns.config(DnsConfig::default().cache_size),
+            dns: self
+                .authority
+                .apply(self.dns.config(DnsConfig::default().cache_size)),
             watch_namespace: self.watch_namespace.clone(),
             selector: self.selector.clone(),
             metrics_addr: self.metrics_addr,
@@ -282,7 +289,7 @@ pub struct DnsArgs {
     #[arg(long, env = "HDMO_DNS_TIMEOUT_MS", default_value_t = DEFAULT_TIMEOUT_MS)]
     pub dns_timeout_ms: u64,
 
-    /// Number of (name, type) answers the DNS cache holds. Default: 4 per tenant, at least
+    /// Number of (name, type) answers the DNS cache holds. Default: 6 per tenant, at least
     /// 10000, growing with the tenant count.
     #[arg(long, env = "HDMO_DNS_CACHE_SIZE")]
     pub dns_cache_size: Option<usize>,
@@ -299,6 +306,51 @@ impl DnsArgs {
         );
         config.cache_size_fixed = self.dns_cache_size.is_some();
         config
+    }
+}
+
+/// The authoritative vantage (docs/design.md §6), shared by `run` and `check`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AuthorityArgs {
+    /// Also ask each tenant's authoritative nameservers for its SPF record: the TTL behind
+    /// `validAfter` comes from them, and an answer that differs from the resolver's (a stale
+    /// cache, a split-horizon view) is reported as a warning. On by default;
+    /// `--authoritative-check=false` or --no-authoritative-check turns it off.
+    #[arg(
+        long,
+        env = "HDMO_AUTHORITATIVE_CHECK",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value_t = DEFAULT_AUTHORITATIVE_CHECK,
+        default_missing_value = "true",
+        overrides_with = "no_authoritative_check"
+    )]
+    pub authoritative_check: bool,
+
+    /// Do not ask authoritative nameservers (see --authoritative-check).
+    #[arg(long, overrides_with = "authoritative_check")]
+    pub no_authoritative_check: bool,
+
+    /// The port authoritative nameservers are asked on. For labs and tests whose
+    /// authoritative servers listen elsewhere; leave it at 53 in production.
+    #[arg(long, env = "HDMO_AUTHORITATIVE_PORT", default_value_t = DEFAULT_AUTHORITATIVE_PORT)]
+    pub authoritative_port: u16,
+}
+
+impl AuthorityArgs {
+    /// Whether the authoritative check is on: the last of the two flags given wins.
+    pub fn enabled(&self) -> bool {
+        self.authoritative_check && !self.no_authoritative_check
+    }
+
+    /// `config` with the authoritative vantage these flags describe.
+    pub fn apply(&self, config: DnsConfig) -> DnsConfig {
+        DnsConfig {
+            authoritative_check: self.enabled(),
+            authoritative_port: self.authoritative_port,
+            ..config
+        }
     }
 }
 
@@ -348,6 +400,8 @@ pub struct CheckArgs {
     pub provider: ProviderArgs,
     #[command(flatten)]
     pub dns: DnsArgs,
+    #[command(flatten)]
+    pub authority: AuthorityArgs,
     /// `text` for a person (the default), or `json`: one JSON object.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -426,6 +480,10 @@ fn dns_config(nameservers: &[SocketAddr], timeout_ms: u64, cache_size: usize) ->
         timeout: Duration::from_millis(timeout_ms.max(1)),
         cache_size,
         cache_size_fixed: true,
+        // One evaluation or a proposal asks the configured resolvers only; `run` and `check`
+        // turn the vantage on with their `AuthorityArgs`.
+        authoritative_check: false,
+        authoritative_port: DEFAULT_AUTHORITATIVE_PORT,
     }
 }
 
@@ -454,5 +512,54 @@ fn print_crd() -> ExitCode {
             eprintln!("cannot serialize the CRD: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The authoritative vantage `check` would use with `flags`.
+    fn vantage(flags: &[&str]) -> (bool, u16) {
+        let mut args = vec![
+            "helpdesk-mail-operator",
+            "check",
+            "--domain",
+            "customer.example",
+            "--provider-spf-domain",
+            "spf.provider.example",
+        ];
+        args.extend_from_slice(flags);
+        let Cli {
+            command: Command::Check(check),
+        } = Cli::try_parse_from(args).expect("flags parse")
+        else {
+            panic!("a check");
+        };
+        let config = check.authority.apply(check.dns.config(1));
+        (config.authoritative_check, config.authoritative_port)
+    }
+
+    #[test]
+    fn the_authoritative_check_is_on_unless_turned_off() {
+        assert_eq!(vantage(&[]), (true, 53));
+        assert_eq!(vantage(&["--authoritative-check"]), (true, 53));
+        assert_eq!(vantage(&["--no-authoritative-check"]), (false, 53));
+        assert_eq!(vantage(&["--authoritative-check=false"]), (false, 53));
+        assert_eq!(vantage(&["--authoritative-port", "5353"]), (true, 5353));
+        // The last of the two flags wins.
+        assert_eq!(
+            vantage(&["--authoritative-check", "--no-authoritative-check"]),
+            (false, 53)
+        );
+        assert_eq!(
+            vantage(&["--no-authoritative-check", "--authoritative-check"]),
+            (true, 53)
+        );
+    }
+
+    #[test]
+    fn one_shot_evaluations_ask_the_resolver_only() {
+        assert!(!dns_config(&[], 100, 1).authoritative_check);
     }
 }

@@ -4,7 +4,8 @@
 use std::fmt::Write as _;
 
 use crate::alignment::{
-    AlignmentPath, CheckDetail, DomainAlignment, Verdict, domain_alignment, mail_from,
+    AlignmentPath, AuthorityReport, CheckDetail, DomainAlignment, Verdict, domain_alignment,
+    mail_from,
 };
 use crate::dkim::DkimReport;
 use crate::dmarc::{self, AlignmentMode, Discovery};
@@ -86,6 +87,9 @@ pub fn check(detail: &CheckDetail, provider_domain: &str) -> String {
             let _ = writeln!(out, "  record:  \"{}\"", record.escape_debug());
         }
         (None, _) => out.push_str("  record:  (none)\n"),
+    }
+    if let Some(authority) = &spf.authority {
+        authority_line(authority, &mut out);
     }
     if let Some(tree) = &detail.tree {
         let worst = tree.trace.lookups;
@@ -231,6 +235,41 @@ pub fn check(detail: &CheckDetail, provider_domain: &str) -> String {
         }
     }
     out
+}
+
+/// What the envelope domain's authoritative servers answered (docs/design.md §6).
+fn authority_line(authority: &AuthorityReport, out: &mut String) {
+    let _ = match authority {
+        AuthorityReport::Answered {
+            server,
+            records,
+            ttl,
+            agrees,
+        } => {
+            let answer = match records.as_slice() {
+                [] => "no SPF record".to_string(),
+                records => records
+                    .iter()
+                    .map(|r| format!("\"{}\"", r.escape_debug()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            };
+            let ttl = ttl.map(|t| format!(" (TTL {t} s)")).unwrap_or_default();
+            let verdict = if *agrees {
+                "agrees with the resolver"
+            } else {
+                "split view: the resolver answers otherwise; the verdict follows the resolver"
+            };
+            writeln!(
+                out,
+                "  authority: {server} answers {answer}{ttl}: {verdict}"
+            )
+        }
+        AuthorityReport::Unreachable { reason } => writeln!(
+            out,
+            "  authority: unreachable ({reason}); the resolver's answer and largest TTL are used"
+        ),
+    };
 }
 
 /// The DKIM path: the state, then one line per provider selector with the record found.

@@ -25,6 +25,9 @@ pub(super) struct CachedAnswer {
     pub(super) records: Records,
     pub(super) ttl: Option<u32>,
     pub(super) nxdomain: bool,
+    /// The server that gave an authoritative answer, `name (ip:port)`; `None` for the
+    /// configured resolvers' answers.
+    pub(super) server: Option<Arc<str>>,
 }
 
 impl CachedAnswer {
@@ -66,7 +69,15 @@ impl Slot {
     }
 }
 
-pub(super) type Key = (String, RecordType);
+/// Who is asked: the configured resolvers, or the name's authoritative servers
+/// (design §6 "Authoritative vantage"). Their answers are kept apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) enum Vantage {
+    Resolver,
+    Authority,
+}
+
+pub(super) type Key = (String, RecordType, Vantage);
 
 /// The answers kept between lookups (design §6 "DNS").
 ///

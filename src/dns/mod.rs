@@ -7,11 +7,15 @@
 //! single upstream query. The cache is bounded, evicts in O(1) and grows with the fleet
 //! (design §6 "DNS"). Every upstream query is counted so the operator can show how much DNS
 //! traffic its checks cause.
+//!
+//! With the authoritative vantage on, [`Dns::authoritative_txt`] also asks a name's own
+//! nameservers ([`authority`]); their answers share the cache, kept for the authority's TTL.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,10 +27,13 @@ use hickory_resolver::proto::rr::{Name, RecordType};
 
 use crate::names::normalize_domain;
 
+mod authority;
 mod cache;
+mod direct;
 mod wire;
 
-use cache::{AnswerCache, Entry, Key, Outcome, Records, Slot};
+use authority::AuthorityConfig;
+use cache::{AnswerCache, Entry, Key, Outcome, Records, Slot, Vantage};
 use wire::{collect, map_error, records_empty, type_label};
 
 /// Longest time a positive answer is kept, whatever its TTL says.
@@ -40,9 +47,10 @@ const DEFAULT_NEGATIVE_TTL: u32 = 60;
 pub const ERROR_TTL: u32 = 5;
 /// The cache capacity when nothing else says: the floor of [`cache_capacity_for_tenants`].
 pub const DEFAULT_CACHE_SIZE: usize = 10_000;
-/// Cache entries set aside per tenant: its SPF record, its DMARC record and the names its
-/// record and DKIM selectors lead to.
-pub const ENTRIES_PER_TENANT: usize = 4;
+/// Cache entries set aside per tenant: its SPF record, its DMARC record, the names its
+/// record and DKIM selectors lead to, and for the authoritative vantage the authority's answer
+/// and its zone's NS RRset.
+pub const ENTRIES_PER_TENANT: usize = 6;
 
 /// One DNS answer: the records of the asked type, possibly none.
 ///
@@ -80,6 +88,22 @@ impl<T> Answer<T> {
     pub fn is_void(&self) -> bool {
         self.records.is_empty()
     }
+}
+
+/// What a name's authoritative servers answered (design §6 "Authoritative vantage").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Authority {
+    /// The authoritative check is off, or this DNS layer has no such vantage.
+    NotAsked,
+    /// One of the name's authoritative servers answered.
+    Answered {
+        /// The server, `host (ip:port)`.
+        server: String,
+        /// Its answer, with the TTL it publishes (the full TTL, not a cache's remainder).
+        answer: Answer<Vec<u8>>,
+    },
+    /// No authoritative server was found, or none answered.
+    Unreachable { reason: String },
 }
 
 /// A lookup that gave no answer at all: temporary in the sense of RFC 7208 §2.6.6.
@@ -132,6 +156,12 @@ pub trait Dns: Send + Sync {
         let _ = name;
         async { Ok(None) }
     }
+    /// The TXT records of `name` as its authoritative servers answer them: [`Authority::NotAsked`]
+    /// by default, and from the shared [`Resolver`] while the authoritative check is off.
+    fn authoritative_txt(&self, name: &str) -> impl Future<Output = Authority> + Send {
+        let _ = name;
+        async { Authority::NotAsked }
+    }
 }
 
 /// The SPF resource record type of RFC 4408, which RFC 7208 §3.1 retired.
@@ -139,6 +169,10 @@ pub const SPF_RECORD_TYPE: RecordType = RecordType::Unknown(99);
 
 /// The default time allowed for one DNS query attempt, in milliseconds.
 pub const DEFAULT_TIMEOUT_MS: u64 = 3_000;
+/// The port authoritative servers are asked on unless a lab or a test says otherwise.
+pub const DEFAULT_AUTHORITATIVE_PORT: u16 = 53;
+/// Whether the authoritative vantage is on unless the operator turns it off.
+pub const DEFAULT_AUTHORITATIVE_CHECK: bool = true;
 
 /// How to build a [`Resolver`].
 #[derive(Clone, Debug)]
@@ -152,6 +186,10 @@ pub struct DnsConfig {
     pub cache_size: usize,
     /// `cache_size` is the operator's choice: [`Resolver::ensure_capacity`] leaves it alone.
     pub cache_size_fixed: bool,
+    /// Also ask names' authoritative servers ([`Dns::authoritative_txt`]).
+    pub authoritative_check: bool,
+    /// The port the authoritative servers are asked on.
+    pub authoritative_port: u16,
 }
 
 impl Default for DnsConfig {
@@ -161,6 +199,8 @@ impl Default for DnsConfig {
             timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS),
             cache_size: DEFAULT_CACHE_SIZE,
             cache_size_fixed: false,
+            authoritative_check: DEFAULT_AUTHORITATIVE_CHECK,
+            authoritative_port: DEFAULT_AUTHORITATIVE_PORT,
         }
     }
 }
@@ -176,6 +216,8 @@ pub struct DnsStats {
     pub upstream_queries: u64,
     /// Upstream queries that ended in a timeout or an error RCODE.
     pub upstream_errors: u64,
+    /// Queries sent to authoritative servers (one per server asked).
+    pub authority_queries: u64,
 }
 
 /// What an observer learns about each upstream query (for latency histograms).
@@ -199,7 +241,9 @@ struct Inner {
     cache_hits: AtomicU64,
     upstream_queries: AtomicU64,
     upstream_errors: AtomicU64,
+    authority_queries: AtomicU64,
     observer: Option<QueryObserver>,
+    authority: Option<AuthorityConfig>,
 }
 
 /// The real DNS client: cheap to clone, every clone shares one cache and one set of counters.
@@ -277,7 +321,12 @@ impl Resolver {
                 cache_hits: AtomicU64::new(0),
                 upstream_queries: AtomicU64::new(0),
                 upstream_errors: AtomicU64::new(0),
+                authority_queries: AtomicU64::new(0),
                 observer,
+                authority: config.authoritative_check.then_some(AuthorityConfig {
+                    port: config.authoritative_port,
+                    timeout: config.timeout,
+                }),
             }),
         })
     }
@@ -290,6 +339,7 @@ impl Resolver {
             cache_hits: inner.cache_hits.load(Ordering::Relaxed),
             upstream_queries: inner.upstream_queries.load(Ordering::Relaxed),
             upstream_errors: inner.upstream_errors.load(Ordering::Relaxed),
+            authority_queries: inner.authority_queries.load(Ordering::Relaxed),
         }
     }
 
@@ -339,9 +389,9 @@ impl Resolver {
         }
     }
 
-    async fn lookup(&self, name: &str, record_type: RecordType) -> Outcome {
+    async fn lookup(&self, name: &str, record_type: RecordType, vantage: Vantage) -> Outcome {
         self.inner.lookups.fetch_add(1, Ordering::Relaxed);
-        let key = (normalize_domain(name), record_type);
+        let key = (normalize_domain(name), record_type, vantage);
         if let Some(entry) = self.fresh(&key) {
             self.inner.cache_hits.fetch_add(1, Ordering::Relaxed);
             return entry.outcome.clone();
@@ -373,9 +423,33 @@ impl Resolver {
         outcome
     }
 
-    /// Asks upstream, stores the entry in the cache and returns it.
+    /// Asks the authoritative servers. Boxed: finding them looks names up through
+    /// [`Resolver::lookup`], which may have led here.
+    fn query_authority<'a>(
+        &'a self,
+        config: AuthorityConfig,
+        key: &'a Key,
+    ) -> Pin<Box<dyn Future<Output = Outcome> + Send + 'a>> {
+        Box::pin(authority::query(self, config, &key.0, key.1))
+    }
+
+    /// Asks upstream (or the authority, for its keys), stores the entry in the cache and
+    /// returns it.
     async fn query_and_keep(&self, key: &Key) -> Arc<Entry> {
-        let (outcome, keep) = self.query_upstream(&key.0, key.1).await;
+        let (outcome, keep) = match (key.2, self.inner.authority) {
+            (Vantage::Authority, Some(config)) => {
+                let outcome = self.query_authority(config, key).await;
+                let keep = keep_for(&outcome);
+                (outcome, keep)
+            }
+            (Vantage::Authority, None) => (
+                Err(DnsError::Other(
+                    "the authoritative check is off".to_string(),
+                )),
+                Duration::ZERO,
+            ),
+            (Vantage::Resolver, _) => self.query_upstream(&key.0, key.1).await,
+        };
         let previous = self
             .inner
             .answers
@@ -384,8 +458,11 @@ impl Resolver {
         let (outcome, last_answer) = match outcome {
             Ok(mut answer) => {
                 // A caching resolver hands out the remainder of its own entry's TTL: report
-                // the largest TTL seen for the same data instead (design §6).
-                if let Some(previous) = previous.filter(|p| p.same_data(&answer)) {
+                // the largest TTL seen for the same data instead (design §6). An authority
+                // gives the full TTL itself.
+                if key.2 == Vantage::Resolver
+                    && let Some(previous) = previous.filter(|p| p.same_data(&answer))
+                {
                     answer.ttl = match (answer.ttl, previous.ttl) {
                         (Some(now), Some(before)) => Some(now.max(before)),
                         (now, before) => now.or(before),
@@ -442,15 +519,17 @@ impl Resolver {
                 outcome: label,
             });
         }
-        let keep = match &outcome {
-            Ok(answer) if records_empty(&answer.records) => answer
-                .ttl
-                .unwrap_or(DEFAULT_NEGATIVE_TTL)
-                .min(MAX_NEGATIVE_TTL),
-            Ok(answer) => answer.ttl.unwrap_or(0).min(MAX_POSITIVE_TTL),
-            Err(_) => ERROR_TTL,
-        };
-        (outcome, Duration::from_secs(u64::from(keep)))
+        let keep = keep_for(&outcome);
+        (outcome, keep)
+    }
+
+    /// NS host names (without the trailing dot), for finding a zone's servers.
+    async fn ns(&self, name: &str) -> Result<Answer<String>, DnsError> {
+        self.typed(name, RecordType::NS, |r| match r {
+            Records::Names(v) => Some(v),
+            _ => None,
+        })
+        .await
     }
 
     async fn typed<T>(
@@ -459,7 +538,7 @@ impl Resolver {
         record_type: RecordType,
         pick: fn(Records) -> Option<Arc<[T]>>,
     ) -> Result<Answer<T>, DnsError> {
-        let cached = self.lookup(name, record_type).await?;
+        let cached = self.lookup(name, record_type, Vantage::Resolver).await?;
         let records = pick(cached.records)
             .ok_or_else(|| DnsError::Other("cached answer of another type".to_string()))?;
         Ok(Answer {
@@ -470,7 +549,45 @@ impl Resolver {
     }
 }
 
+/// How long an outcome may be cached: an answer for its TTL (negative answers for the SOA
+/// minimum), a failure for [`ERROR_TTL`].
+fn keep_for(outcome: &Outcome) -> Duration {
+    let keep = match outcome {
+        Ok(answer) if records_empty(&answer.records) => answer
+            .ttl
+            .unwrap_or(DEFAULT_NEGATIVE_TTL)
+            .min(MAX_NEGATIVE_TTL),
+        Ok(answer) => answer.ttl.unwrap_or(0).min(MAX_POSITIVE_TTL),
+        Err(_) => ERROR_TTL,
+    };
+    Duration::from_secs(u64::from(keep))
+}
+
 impl Dns for Resolver {
+    async fn authoritative_txt(&self, name: &str) -> Authority {
+        if self.inner.authority.is_none() {
+            return Authority::NotAsked;
+        }
+        match self.lookup(name, RecordType::TXT, Vantage::Authority).await {
+            Ok(cached) => match cached.records {
+                Records::Txt(records) => Authority::Answered {
+                    server: cached.server.as_deref().unwrap_or_default().to_string(),
+                    answer: Answer {
+                        records,
+                        ttl: cached.ttl,
+                        nxdomain: cached.nxdomain,
+                    },
+                },
+                _ => Authority::Unreachable {
+                    reason: "cached answer of another type".to_string(),
+                },
+            },
+            Err(error) => Authority::Unreachable {
+                reason: error.to_string(),
+            },
+        }
+    }
+
     async fn txt(&self, name: &str) -> Result<Answer<Vec<u8>>, DnsError> {
         self.typed(name, RecordType::TXT, |r| match r {
             Records::Txt(v) => Some(v),
@@ -571,7 +688,7 @@ mod tests {
     }
 
     fn key(name: &str) -> Key {
-        (name.to_string(), RecordType::TXT)
+        (name.to_string(), RecordType::TXT, Vantage::Resolver)
     }
 
     fn entry(text: &str) -> Arc<Entry> {
@@ -579,6 +696,7 @@ mod tests {
             records: Records::Txt(vec![text.as_bytes().to_vec()].into()),
             ttl: Some(300),
             nxdomain: false,
+            server: None,
         };
         Arc::new(Entry {
             outcome: Ok(answer.clone()),
@@ -656,7 +774,7 @@ mod tests {
     fn capacity_for_tenants_has_a_floor() {
         assert_eq!(cache_capacity_for_tenants(0), DEFAULT_CACHE_SIZE);
         assert_eq!(cache_capacity_for_tenants(1_000), DEFAULT_CACHE_SIZE);
-        assert_eq!(cache_capacity_for_tenants(10_000), 40_000);
+        assert_eq!(cache_capacity_for_tenants(10_000), 60_000);
         assert_eq!(cache_capacity_for_tenants(usize::MAX), usize::MAX);
     }
 

@@ -23,6 +23,7 @@ pub(super) fn type_label(record_type: RecordType) -> &'static str {
         RecordType::AAAA => "AAAA",
         RecordType::MX => "MX",
         RecordType::PTR => "PTR",
+        RecordType::NS => "NS",
         SPF_RECORD_TYPE => "SPF",
         _ => "other",
     }
@@ -74,6 +75,10 @@ pub(super) fn collect(
                 names.push(name_text(&ptr.0));
                 true
             }
+            (RecordType::NS, RData::NS(ns)) => {
+                names.push(name_text(&ns.0));
+                true
+            }
             (SPF_RECORD_TYPE, RData::Unknown { code, rdata }) if *code == SPF_RECORD_TYPE => {
                 // Malformed data (a string running past the end) is no record at all.
                 if let Some(text) = character_strings(&rdata.anything) {
@@ -97,6 +102,7 @@ pub(super) fn collect(
         records,
         ttl,
         nxdomain: false,
+        server: None,
     }
 }
 
@@ -129,6 +135,7 @@ pub(super) fn map_error(err: NetError, record_type: RecordType) -> Outcome {
                 records: empty_records(record_type),
                 ttl: none.negative_ttl,
                 nxdomain: none.response_code == ResponseCode::NXDomain,
+                server: None,
             }),
             code => Err(DnsError::Rcode(code.to_string())),
         },
@@ -137,6 +144,7 @@ pub(super) fn map_error(err: NetError, record_type: RecordType) -> Outcome {
                 records: empty_records(record_type),
                 ttl: None,
                 nxdomain: true,
+                server: None,
             }),
             code => Err(DnsError::Rcode(code.to_string())),
         },

@@ -2,7 +2,8 @@
 //!
 //! It answers UDP and TCP queries on `127.0.0.1` from a [`Zone`] that a test builds and may edit
 //! while the server runs. Names can be given faults: no answer at all, `SERVFAIL`, or a
-//! truncated UDP answer that makes the client retry over TCP.
+//! truncated UDP answer that makes the client retry over TCP. Every answer carries the AA
+//! bit, so one server can stand as a zone's authority as well as a resolver.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use helpdesk_mail_operator::dns::{DnsConfig, Resolver};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NULL, PTR, SOA, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, NULL, PTR, SOA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -35,6 +36,8 @@ pub enum Data {
     Mx(u16, String),
     Ptr(String),
     Cname(String),
+    /// A nameserver of the zone at this name.
+    Ns(String),
     /// A record of the retired SPF type (99): character-strings, as bytes, like TXT.
     Spf99(Vec<Vec<u8>>),
 }
@@ -48,6 +51,7 @@ impl Data {
             Data::Mx(..) => RecordType::MX,
             Data::Ptr(_) => RecordType::PTR,
             Data::Cname(_) => RecordType::CNAME,
+            Data::Ns(_) => RecordType::NS,
             Data::Spf99(_) => RecordType::Unknown(99),
         }
     }
@@ -192,6 +196,12 @@ impl Zone {
         self
     }
 
+    /// A nameserver of the zone at `name` (for the authoritative vantage).
+    pub fn ns(mut self, name: &str, host: &str) -> Self {
+        self.add(name, DEFAULT_TTL, Data::Ns(host.to_string()));
+        self
+    }
+
     pub fn cname(mut self, name: &str, target: &str) -> Self {
         self.add(name, DEFAULT_TTL, Data::Cname(target.to_string()));
         self
@@ -287,6 +297,7 @@ impl Zone {
                 }
                 "PTR" => Data::Ptr(value.to_string()),
                 "CNAME" => Data::Cname(value.to_string()),
+                "NS" => Data::Ns(value.to_string()),
                 other => return Err(fail(&format!("unknown type {other}"))),
             };
             zone.add(name, ttl, data);
@@ -467,6 +478,9 @@ impl TestDns {
             timeout,
             cache_size,
             cache_size_fixed: true,
+            // Tests of the authoritative vantage turn it on themselves.
+            authoritative_check: false,
+            ..DnsConfig::default()
         }
     }
 
@@ -536,6 +550,7 @@ fn to_rdata(data: &Data) -> Option<RData> {
         Data::Mx(pref, host) => RData::MX(MX::new(*pref, name(host)?)),
         Data::Ptr(target) => RData::PTR(PTR(name(target)?)),
         Data::Cname(target) => RData::CNAME(CNAME(name(target)?)),
+        Data::Ns(host) => RData::NS(NS(name(host)?)),
         Data::Spf99(strings) => {
             let mut wire = Vec::new();
             for string in strings {
