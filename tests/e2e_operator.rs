@@ -22,8 +22,8 @@ use serde_json::json;
 use support::cluster::{self, TestNamespace, eventually};
 use support::dns::{Data, Fault, TestDns};
 use support::operator::{
-    EGRESS_IP, Operator, PROVIDER_SPF, TTL, WAIT, http_get, include_record, mode_is, scenario,
-    set_spf, txt,
+    EGRESS_IP, Operator, PROVIDER_SPF, SMTP_HOST, TTL, WAIT, http_get, include_record, mode_is,
+    scenario, set_smtp_host, set_spf, txt,
 };
 
 /// The check interval of every scenario here.
@@ -635,10 +635,7 @@ async fn only_the_lease_holder_writes_and_a_killed_holder_hands_over() {
 async fn egress_change_rechecks_every_tenant() {
     scenario("egress", INTERVAL, |w| async move {
         // The provider's SMTP host resolves to the authorized address at first.
-        let host = "smtp.provider.test";
-        w.dns.update(|zone| {
-            zone.add(host, TTL, Data::A("192.0.2.10".parse().expect("ip")));
-        });
+        set_smtp_host(&w.dns, "192.0.2.10");
         // The provider's record lists the next address already, so the change is not the
         // provider's fault (docs/design.md §5); the tenants authorize the first address by
         // itself instead of through the include, so the change fails them.
@@ -649,7 +646,7 @@ async fn egress_change_rechecks_every_tenant() {
             TTL,
         );
         set_spf(&w.dns, &w.domain, "v=spf1 ip4:192.0.2.10 -all", TTL);
-        let _operator = w.operator("operator", &["--provider-smtp-host", host])?;
+        let _operator = w.operator("operator", &["--provider-smtp-host", SMTP_HOST])?;
         // Tenants check only hourly: only the egress change can trigger the next check.
         for name in ["acme", "beta"] {
             let mut tenant = HelpdeskTenant::new(name, spec(&[&w.address()], Mode::Enforce));
@@ -679,10 +676,7 @@ async fn egress_change_rechecks_every_tenant() {
         assert_eq!(&cells[1..5], ["True", "False", "1/1", "Aligned"], "{table}");
 
         // The host moves to an address the provider's SPF does not list.
-        w.dns.update(|zone| {
-            zone.remove(host, hickory_proto::rr::RecordType::A);
-            zone.add(host, TTL, Data::A("198.51.100.7".parse().expect("ip")));
-        });
+        set_smtp_host(&w.dns, "198.51.100.7");
         for name in ["acme", "beta"] {
             let t = w
                 .wait_tenant(name, "re-checked against the new egress", |t| {

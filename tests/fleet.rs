@@ -1,6 +1,7 @@
 //! Fleet behaviour (docs/design.md §8 "No herd after a restart or failover", "Watches, caches,
 //! readiness, shutdown"): after a restart, settled tenants are re-checked spread over one
-//! interval, not all at once; reconciles read ConfigMaps from the watch store, never by GET.
+//! interval, and after a change of the provider's egress addresses over a tenth of one, not
+//! all at once; reconciles read ConfigMaps from the watch store, never by GET.
 //! The built operator binary runs against the real control plane and a loopback DNS server.
 
 mod support;
@@ -8,10 +9,12 @@ mod support;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
-use helpdesk_mail_operator::api::Mode;
-use kube::api::ListParams;
+use helpdesk_mail_operator::api::{HelpdeskTenant, HelpdeskTenantSpec, Mode};
+use kube::api::{ListParams, PostParams};
 use support::cluster::eventually;
-use support::operator::{Operator, World, scenario};
+use support::operator::{
+    Operator, PROVIDER_SPF, SMTP_HOST, TTL, World, scenario, set_smtp_host, set_spf,
+};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -92,6 +95,70 @@ async fn a_restart_spreads_the_rechecks_over_one_interval() {
         ensure!(
             within <= interval + interval / 2,
             "the re-checks took {within:?}, more than about one interval {interval:?}"
+        );
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_egress_change_spreads_the_rechecks_over_a_tenth_of_the_interval() {
+    const TENANTS: usize = 30;
+    // The tenants' own interval sets the spread; the operator's short one makes it re-resolve
+    // the provider's SMTP host every 2 s.
+    let tenant_interval = Duration::from_secs(20);
+    let window = tenant_interval / 10;
+    scenario("egress-spread", Duration::from_secs(2), |w| async move {
+        set_smtp_host(&w.dns, "192.0.2.10");
+        // Both addresses are the provider's: the change moves no verdict.
+        set_spf(
+            &w.dns,
+            PROVIDER_SPF,
+            "v=spf1 ip4:192.0.2.10 ip4:192.0.2.11 -all",
+            TTL,
+        );
+        let operator = w.operator("operator", &["--provider-smtp-host", SMTP_HOST])?;
+        for i in 0..TENANTS {
+            let spec = HelpdeskTenantSpec {
+                check_interval: Some(format!("{}s", tenant_interval.as_secs())),
+                ..HelpdeskTenantSpec::with_senders([w.address().as_str()])
+            };
+            let tenant = HelpdeskTenant::new(&format!("tenant-{i:03}"), spec);
+            w.tenants().create(&PostParams::default(), &tenant).await?;
+        }
+        wait_all_checked(&w, TENANTS).await?;
+        let before = operator.metric("helpdesk_checks_total").await?;
+
+        set_smtp_host(&w.dns, "192.0.2.11");
+        // When each re-check happened, sampled every 50 ms.
+        let mut times = Vec::new();
+        let mut seen = before;
+        let deadline = Instant::now() + tenant_interval / 2;
+        while seen < before + TENANTS as f64 {
+            ensure!(
+                Instant::now() < deadline,
+                "{} of {TENANTS} tenants re-checked after the egress change",
+                seen - before
+            );
+            let now = operator.metric("helpdesk_checks_total").await?;
+            for _ in 0..(now - seen) as usize {
+                times.push(Instant::now());
+            }
+            seen = now;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let span = times[TENANTS - 1] - times[0];
+        eprintln!(
+            "{TENANTS} re-checks over {:.2} s (window {window:?})",
+            span.as_secs_f64()
+        );
+        ensure!(
+            span >= window / 2,
+            "the re-checks came within {span:?}, not spread over the {window:?} window"
+        );
+        ensure!(
+            span <= window + Duration::from_secs(1),
+            "the re-checks took {span:?}, longer than the {window:?} window"
         );
         Ok(())
     })

@@ -52,6 +52,18 @@ pub fn txt(text: &str) -> Data {
     Data::Txt(vec![text.as_bytes().to_vec()])
 }
 
+/// The provider's SMTP host of the egress tests.
+pub const SMTP_HOST: &str = "smtp.provider.test";
+
+/// Points [`SMTP_HOST`] at one address, replacing what it had.
+pub fn set_smtp_host(dns: &TestDns, ip: &str) {
+    let ip = ip.parse().expect("an IPv4 address");
+    dns.update(move |zone| {
+        zone.remove(SMTP_HOST, hickory_proto::rr::RecordType::A);
+        zone.add(SMTP_HOST, TTL, Data::A(ip));
+    });
+}
+
 pub fn set_spf(dns: &TestDns, domain: &str, text: &str, ttl: u32) {
     let (domain, text) = (domain.to_owned(), text.to_owned());
     dns.update(move |zone| {
