@@ -272,10 +272,11 @@ fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// How a watch comes back after an error (the API server gone, a 410 Gone after etcd
-/// compaction): from 250 ms doubling to at most 5 s, with jitter, and from the start again
-/// after a minute without errors. A longer cap would keep reconciles on a stale cache for that
-/// long after the API server returns (docs/design.md §8 "Watches, caches, readiness,
-/// shutdown"); one client retrying every 5 s is no load.
+/// compaction): from 200 ms doubling to 1 s, each delay with up to as much again of jitter,
+/// and from the start again after a minute without errors. A 410 costs one more delay before
+/// the list that repairs the cache, so a longer cap keeps reconciles on a stale cache that much
+/// longer after the API server returns (docs/design.md §8 "Watches, caches, readiness,
+/// shutdown"); one client retrying every second or two is no load.
 fn watch_backoff() -> ResetTimerBackoff<watcher::ExponentialBackoff> {
     let retries = backon::ExponentialBuilder::default()
         .with_min_delay(WATCH_RETRY_FIRST)
@@ -286,8 +287,8 @@ fn watch_backoff() -> ResetTimerBackoff<watcher::ExponentialBackoff> {
     ResetTimerBackoff::new(retries.into(), WATCH_RETRY_RESET)
 }
 
-const WATCH_RETRY_FIRST: Duration = Duration::from_millis(250);
-const WATCH_RETRY_CAP: Duration = Duration::from_secs(5);
+const WATCH_RETRY_FIRST: Duration = Duration::from_millis(200);
+const WATCH_RETRY_CAP: Duration = Duration::from_secs(1);
 const WATCH_RETRY_RESET: Duration = Duration::from_secs(60);
 
 /// Runs the Controller until `stop` resolves. Reconciles still running then have been
