@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, ensure};
 use helpdesk_mail_operator::api::{HelpdeskTenant, HelpdeskTenantSpec, Mode};
 use kube::api::PostParams;
-use support::cluster::{eventually, plane_fault};
+use support::cluster::{eventually, plane_command};
 use support::operator::{Operator, TTL, WAIT, World, include_record, scenario, set_spf, txt};
 
 /// One test at a time holds the API server.
@@ -26,13 +26,13 @@ struct Outage {
 
 impl Outage {
     fn begin() -> anyhow::Result<Self> {
-        plane_fault("apiserver-kill")?;
+        plane_command("apiserver-kill")?;
         Ok(Self { down: true })
     }
 
     /// Starts the API server again and returns when it was ready.
     fn end(&mut self) -> anyhow::Result<Instant> {
-        plane_fault("apiserver-start")?;
+        plane_command("apiserver-start")?;
         self.down = false;
         Ok(Instant::now())
     }
@@ -41,7 +41,7 @@ impl Outage {
 impl Drop for Outage {
     fn drop(&mut self) {
         if self.down {
-            let _ = plane_fault("apiserver-start");
+            let _ = plane_command("apiserver-start");
         }
     }
 }
@@ -248,7 +248,7 @@ async fn a_watch_expired_by_etcd_compaction_still_sees_the_next_change() {
         // The watches' last resourceVersion is compacted away while the API server is down:
         // when they resume from it, the API server answers 410 Gone.
         let mut outage = Outage::begin()?;
-        let revision = plane_fault("etcd-compact")?;
+        let revision = plane_command("etcd-compact")?;
         let back = outage.end()?;
         eprintln!("etcd compacted at revision {revision}");
         set_spf(&w.dns, &tenant_domain(&w, "acme"), "v=spf1 -all", TTL);

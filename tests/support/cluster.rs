@@ -77,10 +77,10 @@ fn tools_bin(build: bool) -> anyhow::Result<PathBuf> {
     run_script("build-tools", args, &[]).map(PathBuf::from)
 }
 
-/// Runs one of `scripts/control-plane`'s fault commands (`apiserver-kill`, `apiserver-start`,
-/// `etcd-compact`) on the plane of `HDMO_PLANE_DIR` (the one `scripts/test` started) and returns
-/// the last line it printed.
-pub fn plane_fault(action: &str) -> anyhow::Result<String> {
+/// Runs one of the `scripts/control-plane` commands made for tests (`apiserver-kill`,
+/// `apiserver-start`, `etcd-compact`, `audit-log`) on the plane of `HDMO_PLANE_DIR` (the one
+/// `scripts/test` started) and returns the last line it printed.
+pub fn plane_command(action: &str) -> anyhow::Result<String> {
     let bin = tools_bin(false)?;
     run_script("control-plane", &[action], &[("HDMO_TOOLS_BIN", &bin)])
 }
