@@ -64,7 +64,11 @@ async fn main() -> ExitCode {
             _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
         }
         if let Some(file) = &queries_file {
-            let _ = std::fs::write(file, format!("{}\n", server.queries()));
+            // Written aside and renamed, so a reader never sees the file half written.
+            let aside = file.with_extension("tmp");
+            if std::fs::write(&aside, format!("{}\n", server.queries())).is_ok() {
+                let _ = std::fs::rename(&aside, file);
+            }
         }
         let now = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
         if now == modified {
