@@ -14,7 +14,6 @@ use anyhow::Context as _;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::controller::Config as ControllerConfig;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::utils::ResetTimerBackoff;
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -23,6 +22,7 @@ use tracing::{error, info, warn};
 
 use crate::api::{FIELD_MANAGER, HelpdeskTenant};
 use crate::dns::{self, DnsConfig, QueryEvent, QueryObserver, Resolver};
+use crate::events::EventPublisher;
 use crate::leader::{Elector, Leadership, TermEnd, Timing};
 use crate::reconcile::{self, Context, MANAGED_BY_LABEL, Settings};
 use crate::telemetry::{self, Health, Metrics};
@@ -108,13 +108,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .or_else(|| std::env::var("POD_NAME").ok())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("helpdesk-mail-operator-{}", std::process::id()));
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: FIELD_MANAGER.to_owned(),
-            instance: Some(identity.clone()),
-        },
-    );
+    let recorder = EventPublisher::new(client.clone(), FIELD_MANAGER.to_owned(), identity.clone());
     // With leader election, nothing may be written before the Lease is won (docs/design.md §8).
     let leadership = if config.lease.is_some() {
         Leadership::closed()

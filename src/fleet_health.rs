@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Api;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
+
+use crate::events::EventPublisher;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -165,7 +167,7 @@ impl FleetHealth {
     }
 
     /// Publishes the Event of a provider health change on the operator's Lease.
-    pub async fn publish(&self, recorder: &Recorder, change: &ProviderChange) {
+    pub async fn publish(&self, recorder: &EventPublisher, change: &ProviderChange) {
         let event = match change {
             ProviderChange::Broke(message) => Event {
                 type_: EventType::Warning,

@@ -21,6 +21,7 @@
 //! | [`decide`] | pure: previous status + verdicts + now -> desired status, events, next check |
 //! | [`schedule`] | when each tenant is due, retry counts, jitter and backoff |
 //! | [`telemetry`] | logs, metrics, `/healthz`, `/readyz` |
+//! | [`events`] | Kubernetes Events, one created per state change, none kept |
 //! | [`reconcile`] | observe -> decide -> act for one tenant, and the error policy |
 //! | [`leader`] | leader election on a Lease, with a renew deadline that fences writes |
 //! | [`controller`] | watches, leader election, shutdown |
@@ -36,6 +37,7 @@ pub mod dkim;
 pub mod dmarc;
 pub mod dns;
 pub mod egress;
+pub mod events;
 pub mod fleet_health;
 pub mod guard;
 pub mod leader;

@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -30,6 +30,7 @@ use crate::decide::{self, Decision, EventKind, Input};
 use crate::dkim::ProviderSelector;
 use crate::dns::Resolver;
 use crate::egress::Egress;
+use crate::events::EventPublisher;
 use crate::fleet_health::{FleetHealth, TenantRound};
 use crate::guard::GuardConfig;
 use crate::leader::{Leadership, NotLeader};
@@ -123,7 +124,7 @@ pub struct Context {
     pub client: Client,
     pub resolver: Resolver,
     pub settings: Settings,
-    pub recorder: Recorder,
+    pub recorder: EventPublisher,
     pub metrics: Arc<Metrics>,
     /// The provider's egress set.
     pub egress: Egress,
@@ -166,7 +167,7 @@ impl Context {
         client: Client,
         resolver: Resolver,
         settings: Settings,
-        recorder: Recorder,
+        recorder: EventPublisher,
         metrics: Arc<Metrics>,
         leadership: Arc<Leadership>,
     ) -> Self {
