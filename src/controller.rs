@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::controller::Config as ControllerConfig;
 use kube::runtime::utils::ResetTimerBackoff;
@@ -323,7 +323,11 @@ async fn run_controller(
         .backoff(watch_backoff())
         .modify(reconcile::strip_config_map_in_place)
         .reflect(config_map_writer)
-        .touched_objects();
+        .touched_objects()
+        .inspect_ok({
+            let ctx = ctx.clone();
+            move |cm| ctx.config_map_seen(cm)
+        });
     ctx.set_config_map_store(Some(config_map_store.clone()));
 
     let egress_changes = futures::stream::unfold(ctx.egress.changes(), |mut rx| async move {

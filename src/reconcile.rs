@@ -262,6 +262,33 @@ impl Context {
             );
     }
 
+    /// The owned-ConfigMap watch has delivered `cm` (the store holds it now): a written copy
+    /// of that very version stands in for nothing any more and is dropped at once, rather than
+    /// at the tenant's next reconcile, so a first pass does not keep a copy per tenant.
+    pub fn config_map_seen(&self, cm: &ConfigMap) {
+        let (Some(namespace), Some(version)) = (
+            cm.metadata.namespace.as_deref(),
+            cm.metadata.resource_version.as_deref(),
+        ) else {
+            return;
+        };
+        let owners = cm.metadata.owner_references.iter().flatten();
+        let mut written = self
+            .written_config_maps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for owner in owners.filter(|o| o.kind == "HelpdeskTenant") {
+            let key = Schedule::key(namespace, &owner.name);
+            let same = written.get(&key).is_some_and(|mine| {
+                mine.object.metadata.name == cm.metadata.name
+                    && mine.object.metadata.resource_version.as_deref() == Some(version)
+            });
+            if same {
+                written.remove(&key);
+            }
+        }
+    }
+
     /// Whether `tenant` is an older version than the one our last status write produced.
     fn is_superseded(&self, key: &TenantKey, tenant: &HelpdeskTenant) -> bool {
         let superseded = self.superseded.lock().unwrap_or_else(|p| p.into_inner());
