@@ -330,7 +330,8 @@ pub struct SenderStatus {
     /// One sentence explaining the latest verdict.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// Consecutive definitive failures, counted up to the failure threshold.
+    /// Consecutive definitive failures, counted up to the failure threshold; a sender on the
+    /// fallback sits at the threshold.
     #[serde(default)]
     pub consecutive_failures: u32,
     /// Consecutive Aligned verdicts, counted up to the success threshold.

@@ -493,7 +493,12 @@ fn step(
             status.message = Some(clean_message(message, *why, &check.envelope_domain));
             status.consecutive_successes = 0;
             status.valid_after = None;
-            status.consecutive_failures = (status.consecutive_failures + 1).min(failure_threshold);
+            // Only a sender that sends as the tenant counts toward a switch; one already on the
+            // fallback sits at the threshold, so further unaligned checks write nothing.
+            status.consecutive_failures = match status.sending_as {
+                SendingAs::Tenant => (status.consecutive_failures + 1).min(failure_threshold),
+                SendingAs::Fallback => failure_threshold,
+            };
             if status.sending_as == SendingAs::Tenant
                 && status.consecutive_failures >= failure_threshold
             {
@@ -1112,6 +1117,24 @@ mod tests {
             reason::SENDERS_UNALIGNED
         );
         assert_eq!(d.status.aligned_senders.as_deref(), Some("0/1"));
+    }
+
+    #[test]
+    fn a_new_unaligned_sender_writes_once_and_then_nothing() {
+        let spec = spec(&[A]);
+        let out = sequence(&spec, None, &[vec![unaligned(A)], vec![unaligned(A)]], 30);
+        assert!(out[0].status_changed);
+        let s = &out[0].status.senders[0];
+        assert_eq!(
+            (s.state, s.sending_as, s.consecutive_failures),
+            (SenderState::Unaligned, SendingAs::Fallback, 2),
+            "already on the fallback: the failure counter sits at the threshold"
+        );
+        assert!(
+            !out[1].status_changed,
+            "a second unaligned check of a sender on the fallback writes nothing"
+        );
+        assert!(out[1].events.is_empty());
     }
 
     #[test]
