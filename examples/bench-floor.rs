@@ -4,14 +4,22 @@
 //!
 //! ```text
 //! bench-floor create  PREFIX N NAMESPACES LABEL   # N tenants, spread over NAMESPACES
-//! bench-floor floor   PREFIX N NAMESPACES LABEL CONCURRENCY
+//! bench-floor floor   PREFIX N NAMESPACES LABEL CONCURRENCY [BODIES]
 //!                     # per tenant: one status apply, one ConfigMap create, one Event;
 //!                     # prints the seconds taken, then removes the ConfigMaps again
 //! bench-floor wait    LABEL N TIMEOUT_SECONDS     # seconds until N tenants have a verdict
+//!                                                 # in status and their ConfigMap
 //! ```
 //!
 //! Tenant `i` lives in namespace `PREFIX-(i % NAMESPACES)`, is named `t<i>`, carries the
-//! label `bench=LABEL`, and sends as `support@t<i>.bench`.
+//! label `bench=LABEL`, and sends as `support@t<i>.bench`; every tenth (`i % 10 == 9`) is the
+//! benchmark's unaligned kind.
+//!
+//! Without BODIES the floor writes a minimal status (one condition) and ConfigMap. BODIES is a
+//! folder of what the operator wrote for tenants `t0` (aligned) and `t9` (unaligned):
+//! `aligned.status.json`, `aligned.data.json`, `unaligned.status.json`,
+//! `unaligned.data.json` (the status, and the ConfigMap's data); the floor then writes those,
+//! renamed for each tenant, so it makes the operator's own writes.
 
 use std::collections::{BTreeMap, HashSet};
 use std::process::ExitCode;
@@ -81,12 +89,65 @@ async fn create(client: Client, args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The operator's own status and ConfigMap data for the benchmark's two kinds of tenant.
+#[derive(Clone)]
+struct Bodies {
+    aligned: (String, String),
+    unaligned: (String, String),
+}
+
+impl Bodies {
+    fn read(dir: &std::path::Path) -> anyhow::Result<Self> {
+        let read = |kind: &str| -> anyhow::Result<(String, String)> {
+            let file = |part: &str| {
+                let path = dir.join(format!("{kind}.{part}.json"));
+                std::fs::read_to_string(&path)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+            };
+            Ok((file("status")?, file("data")?))
+        };
+        Ok(Self {
+            aligned: read("aligned")?,
+            unaligned: read("unaligned")?,
+        })
+    }
+
+    /// Tenant `i`'s status and ConfigMap data, and whether it is of the unaligned kind: the
+    /// template of its kind with `t0` (or `t9`) renamed `t<i>`.
+    fn for_tenant(
+        &self,
+        i: usize,
+    ) -> anyhow::Result<((serde_json::Value, BTreeMap<String, String>), bool)> {
+        let unaligned = i % 10 == 9;
+        let ((status, data), from) = if unaligned {
+            (&self.unaligned, 9)
+        } else {
+            (&self.aligned, 0)
+        };
+        let rename = |text: &str| {
+            text.replace(&format!("t{from}.bench"), &format!("t{i}.bench"))
+                .replace(&format!("+t{from}@"), &format!("+t{i}@"))
+        };
+        Ok((
+            (
+                serde_json::from_str(&rename(status))?,
+                serde_json::from_str(&rename(data))?,
+            ),
+            unaligned,
+        ))
+    }
+}
+
 async fn floor(client: Client, args: &[String]) -> anyhow::Result<()> {
     let prefix: String = arg(args, 1, "PREFIX")?;
     let n: usize = arg(args, 2, "N")?;
     let namespaces: usize = arg(args, 3, "NAMESPACES")?;
     let label: String = arg(args, 4, "LABEL")?;
     let concurrency: usize = arg(args, 5, "CONCURRENCY")?;
+    let bodies = match args.get(6) {
+        Some(dir) => Some(Bodies::read(std::path::Path::new(dir))?),
+        None => None,
+    };
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -99,11 +160,12 @@ async fn floor(client: Client, args: &[String]) -> anyhow::Result<()> {
         .map(|i| {
             let (client, prefix, label, recorder) =
                 (client.clone(), prefix.clone(), label.clone(), recorder.clone());
+            let bodies = bodies.clone();
             async move {
                 let ns = namespace(&prefix, i, namespaces);
                 let name = format!("t{i}");
                 let tenants: Api<HelpdeskTenant> = Api::namespaced(client.clone(), &ns);
-                let status = json!({
+                let mut status = json!({
                     "apiVersion": HelpdeskTenant::api_version(&()),
                     "kind": HelpdeskTenant::kind(&()),
                     "status": {
@@ -116,28 +178,38 @@ async fn floor(client: Client, args: &[String]) -> anyhow::Result<()> {
                         }],
                     },
                 });
+                let mut data = BTreeMap::from([
+                    ("sender-mode".to_owned(), "tenant".to_owned()),
+                    ("from-address".to_owned(), format!("support@t{i}.bench")),
+                ]);
+                let mut reason = "TenantSenderActivated";
+                if let Some(bodies) = &bodies {
+                    let (found, unaligned) = bodies.for_tenant(i)?;
+                    status["status"] = found.0;
+                    data = found.1;
+                    if unaligned {
+                        reason = "SenderUnaligned";
+                    }
+                }
                 let written = tenants
                     .patch_status(&name, &PatchParams::apply("bench-floor").force(), &Patch::Apply(&status))
                     .await?;
                 let cms: Api<ConfigMap> = Api::namespaced(client, &ns);
                 let cm = ConfigMap {
                     metadata: ObjectMeta {
-                        name: Some(format!("{name}-floor")),
+                        name: Some(format!("{name}-mail-settings")),
                         labels: Some(BTreeMap::from([("bench".to_owned(), label)])),
                         owner_references: written.controller_owner_ref(&()).map(|o| vec![o]),
                         ..ObjectMeta::default()
                     },
-                    data: Some(BTreeMap::from([
-                        ("sender-mode".to_owned(), "tenant".to_owned()),
-                        ("from-address".to_owned(), format!("support@t{i}.bench")),
-                    ])),
+                    data: Some(data),
                     ..ConfigMap::default()
                 };
                 cms.create(&PostParams { field_manager: Some("bench-floor".into()), ..PostParams::default() }, &cm)
                     .await?;
                 let event = Event {
                     type_: EventType::Normal,
-                    reason: "TenantSenderActivated".to_owned(),
+                    reason: reason.to_owned(),
                     note: Some("bench floor".to_owned()),
                     action: "SwitchSender".to_owned(),
                     secondary: None,
@@ -166,26 +238,40 @@ async fn wait(client: Client, args: &[String]) -> anyhow::Result<()> {
     let label: String = arg(args, 1, "LABEL")?;
     let n: usize = arg(args, 2, "N")?;
     let timeout: u64 = arg(args, 3, "TIMEOUT_SECONDS")?;
-    let api: Api<HelpdeskTenant> = Api::all(client);
+    let selector = watcher::Config::default().labels(&format!("bench={label}"));
     let started = Instant::now();
-    let mut seen = HashSet::new();
-    let mut events = watcher(
-        api,
-        watcher::Config::default().labels(&format!("bench={label}")),
-    )
-    .applied_objects()
-    .boxed();
+    // Tenants with a verdict, and tenants whose ConfigMap exists (by its controller).
+    let (mut checked, mut configured) = (HashSet::new(), HashSet::new());
+    let mut tenants = watcher(Api::<HelpdeskTenant>::all(client.clone()), selector.clone())
+        .applied_objects()
+        .boxed();
+    let mut config_maps = watcher(Api::<ConfigMap>::all(client), selector)
+        .applied_objects()
+        .boxed();
     let deadline = tokio::time::sleep(Duration::from_secs(timeout));
     tokio::pin!(deadline);
-    while seen.len() < n {
+    while checked.len() < n || configured.len() < n {
         tokio::select! {
-            _ = &mut deadline => anyhow::bail!("{} of {n} tenants have a verdict after {timeout} s", seen.len()),
-            next = events.try_next() => match next? {
+            _ = &mut deadline => anyhow::bail!(
+                "after {timeout} s, {} of {n} tenants have a verdict and {} their ConfigMap",
+                checked.len(),
+                configured.len()
+            ),
+            next = tenants.try_next() => match next? {
                 Some(t) if t.status.as_ref().is_some_and(|s| s.last_check_time.is_some()) => {
-                    seen.insert((t.metadata.namespace.clone(), t.metadata.name.clone()));
+                    checked.insert((t.metadata.namespace.clone(), t.metadata.name.clone()));
                 }
                 Some(_) => {}
-                None => anyhow::bail!("the watch ended"),
+                None => anyhow::bail!("the tenant watch ended"),
+            },
+            next = config_maps.try_next() => match next? {
+                Some(cm) => {
+                    let owner = cm.metadata.owner_references.iter().flatten().find(|o| o.controller == Some(true));
+                    if let Some(owner) = owner {
+                        configured.insert((cm.metadata.namespace.clone(), Some(owner.name.clone())));
+                    }
+                }
+                None => anyhow::bail!("the ConfigMap watch ended"),
             },
         }
     }
