@@ -25,6 +25,7 @@ use crate::dns::{self, DnsConfig, QueryEvent, QueryObserver, Resolver};
 use crate::events::EventPublisher;
 use crate::leader::{Elector, Leadership, TermEnd, Timing};
 use crate::reconcile::{self, Context, MANAGED_BY_LABEL, Settings};
+use crate::schedule::Schedule;
 use crate::telemetry::{self, Health, Metrics};
 use std::sync::atomic::Ordering;
 
@@ -369,8 +370,8 @@ async fn run_controller(
         info!("caches synced");
         ready_health.set_ready(true);
     });
-    // How many cached tenants were never checked: while any wait, re-checks wait for them
-    // (docs/design.md §8 "No herd after a restart or failover").
+    // How many cached tenants were never checked (and are not failing): while any wait,
+    // re-checks wait for them (docs/design.md §8 "No herd after a restart or failover").
     let pending_store = store.clone();
     let pending_ctx = ctx.clone();
     let pending = tokio::spawn(async move {
@@ -383,6 +384,10 @@ async fn run_controller(
                         && t.status
                             .as_ref()
                             .is_none_or(|s| s.last_check_time.is_none())
+                        && !pending_ctx.schedule.failing(&Schedule::key(
+                            t.metadata.namespace.as_deref().unwrap_or_default(),
+                            t.metadata.name.as_deref().unwrap_or_default(),
+                        ))
                 })
                 .count();
             pending_ctx

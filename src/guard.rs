@@ -10,7 +10,7 @@
 //! an expiry or a release it re-arms only once the rate has fallen under the threshold, so the
 //! same episode does not trip it again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
@@ -66,6 +66,11 @@ pub struct FleetGuard<K> {
     window: Duration,
     /// Per tenant, its latest check in the window and whether it turned.
     latest: HashMap<K, (Instant, bool)>,
+    /// The checks in the order they came, to drop those leaving the window without a scan of
+    /// `latest`; an entry whose tenant was checked again since is skipped.
+    arrivals: VecDeque<(Instant, K)>,
+    /// How many of `latest` turned.
+    turned: usize,
     phase: Phase,
 }
 
@@ -76,6 +81,8 @@ impl<K: Hash + Eq + Clone> FleetGuard<K> {
             config,
             window,
             latest: HashMap::new(),
+            arrivals: VecDeque::new(),
+            turned: 0,
             phase: Phase::Armed,
         }
     }
@@ -93,7 +100,11 @@ impl<K: Hash + Eq + Clone> FleetGuard<K> {
     /// hold to end.
     pub fn observe(&mut self, key: &K, turned: bool, now: Instant, released: bool) -> Outcome {
         if self.enabled() {
-            self.latest.insert(key.clone(), (now, turned));
+            if let Some((_, was)) = self.latest.insert(key.clone(), (now, turned)) {
+                self.turned -= usize::from(was);
+            }
+            self.turned += usize::from(turned);
+            self.arrivals.push_back((now, key.clone()));
         }
         self.evaluate(now, released)
     }
@@ -101,11 +112,9 @@ impl<K: Hash + Eq + Clone> FleetGuard<K> {
     /// Evaluates the guard without a new check.
     pub fn evaluate(&mut self, now: Instant, released: bool) -> Outcome {
         let before = matches!(self.phase, Phase::Holding { .. });
-        let window = self.window;
-        self.latest
-            .retain(|_, (at, _)| now.saturating_duration_since(*at) < window);
+        self.expire(now);
         let checked = self.latest.len();
-        let turned = self.latest.values().filter(|(_, t)| *t).count();
+        let turned = self.turned;
         let over = self.over(turned, checked);
         self.phase = match self.phase {
             _ if !self.enabled() => Phase::Armed,
@@ -128,6 +137,25 @@ impl<K: Hash + Eq + Clone> FleetGuard<K> {
             changed: holding != before,
             turned,
             checked,
+        }
+    }
+
+    /// Drops the checks older than the window, oldest first.
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, _)) = self.arrivals.front() {
+            if now.saturating_duration_since(*at) < self.window {
+                break;
+            }
+            let Some((at, key)) = self.arrivals.pop_front() else {
+                break;
+            };
+            // Only the tenant's latest check leaves with it; a later one stays.
+            if let Some(&(latest, turned)) = self.latest.get(&key)
+                && latest == at
+            {
+                self.latest.remove(&key);
+                self.turned -= usize::from(turned);
+            }
         }
     }
 
@@ -207,6 +235,21 @@ mod tests {
         let out = g.evaluate(later, false);
         assert!(!out.holding && out.changed);
         assert_eq!(out.checked, 0);
+    }
+
+    #[test]
+    fn a_tenant_checked_again_stays_in_the_window_with_its_latest_check() {
+        let t = Instant::now();
+        let mut g = guard(20, 1, 3600);
+        g.observe(&1, true, t, false);
+        let t2 = t + Duration::from_secs(30);
+        let out = g.observe(&1, false, t2, false);
+        assert_eq!((out.turned, out.checked), (0, 1));
+        // The first check leaves the window; the second, not yet.
+        let out = g.evaluate(t + WINDOW, false);
+        assert_eq!((out.turned, out.checked), (0, 1));
+        let out = g.evaluate(t2 + WINDOW, false);
+        assert_eq!((out.turned, out.checked), (0, 0));
     }
 
     #[test]

@@ -159,8 +159,13 @@ struct WrittenConfigMap {
 /// well within this; past it, the store is trusted again (a deletion, say).
 const WRITTEN_CONFIG_MAP_TTL: Duration = Duration::from_secs(10);
 
-/// How long a due re-check waits while tenants that were never checked are still waiting.
-const FIRST_CHECKS_FIRST: Duration = Duration::from_secs(1);
+/// How long a due re-check waits, each time, while tenants that were never checked are still
+/// waiting.
+const FIRST_CHECKS_FIRST: Duration = Duration::from_secs(5);
+
+/// How far past its due time a re-check waits for first checks at most, when the check
+/// interval is shorter: a first pass of ten thousand tenants takes minutes.
+const FIRST_CHECKS_MAX_WAIT: Duration = Duration::from_secs(300);
 
 impl Context {
     pub fn new(
@@ -635,7 +640,9 @@ fn due(
             Due::No
         }
         State::Due { overdue } => {
-            if ctx.first_checks_pending.load(Ordering::Relaxed) > 0 && overdue < interval {
+            if ctx.first_checks_pending.load(Ordering::Relaxed) > 0
+                && overdue < interval.max(FIRST_CHECKS_MAX_WAIT)
+            {
                 debug!("re-check waits for first checks");
                 return Due::Later(jitter(FIRST_CHECKS_FIRST));
             }

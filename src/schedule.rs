@@ -156,6 +156,13 @@ impl Schedule {
     }
 
     /// Resets the failure count after a successful reconcile.
+    /// Whether the tenant's last reconcile failed (and none succeeded since).
+    pub fn failing(&self, key: &TenantKey) -> bool {
+        self.failures
+            .lock()
+            .is_ok_and(|failures| failures.contains_key(key))
+    }
+
     pub fn succeeded(&self, key: &TenantKey) {
         if let Ok(mut failures) = self.failures.lock() {
             failures.remove(key);
