@@ -89,6 +89,9 @@ async fn create(client: Client, args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One tenant's status (the `status` object) and ConfigMap data.
+type Written = (serde_json::Value, BTreeMap<String, String>);
+
 /// The operator's own status and ConfigMap data for the benchmark's two kinds of tenant.
 #[derive(Clone)]
 struct Bodies {
@@ -114,10 +117,7 @@ impl Bodies {
 
     /// Tenant `i`'s status and ConfigMap data, and whether it is of the unaligned kind: the
     /// template of its kind with `t0` (or `t9`) renamed `t<i>`.
-    fn for_tenant(
-        &self,
-        i: usize,
-    ) -> anyhow::Result<((serde_json::Value, BTreeMap<String, String>), bool)> {
+    fn for_tenant(&self, i: usize) -> anyhow::Result<(Written, bool)> {
         let unaligned = i % 10 == 9;
         let ((status, data), from) = if unaligned {
             (&self.unaligned, 9)
