@@ -311,25 +311,26 @@ async fn run_controller(
     let owned_watch =
         watcher::Config::default().labels(&owned_selector(config.selector.as_deref()));
 
-    // Both watches feed stores without managedFields (docs/design.md §8 "Watches, caches,
-    // readiness, shutdown"); reconciles read ConfigMaps from the second one.
+    // Tenants feed a store without managedFields, ConfigMaps the context's compact cache
+    // (docs/design.md §8 "Watches, caches, readiness, shutdown"), which reconciles read.
     let (store, tenant_writer) = reflector::store::<HelpdeskTenant>();
     let tenant_stream = watcher(tenants, tenant_watch)
         .backoff(watch_backoff())
         .modify(reconcile::strip_tenant)
         .reflect(tenant_writer)
         .applied_objects();
-    let (config_map_store, config_map_writer) = reflector::store::<ConfigMap>();
+    ctx.config_maps.reset();
     let config_map_stream = watcher(config_maps, owned_watch)
         .backoff(watch_backoff())
-        .modify(reconcile::strip_config_map_in_place)
-        .reflect(config_map_writer)
+        .inspect_ok({
+            let ctx = ctx.clone();
+            move |event| ctx.config_maps.apply(event)
+        })
         .touched_objects()
         .inspect_ok({
             let ctx = ctx.clone();
             move |cm| ctx.config_map_seen(cm)
         });
-    ctx.set_config_map_store(Some(config_map_store.clone()));
 
     let egress_changes = futures::stream::unfold(ctx.egress.changes(), |mut rx| async move {
         rx.changed().await.ok()?;
@@ -344,6 +345,7 @@ async fn run_controller(
     let ready_store = store.clone();
     let ready_health = health.clone();
     let ready_resolver = ctx.resolver.clone();
+    let ready_ctx = ctx.clone();
     let ready = tokio::spawn(async move {
         // The store's readiness signal wakes only its latest waiter, and the controller waits
         // on it too: poll again every so often instead of trusting one wake-up. Ready once
@@ -351,7 +353,10 @@ async fn run_controller(
         let tenants_ready = ready_store.clone();
         let waits: [futures::future::BoxFuture<'static, _>; 2] = [
             Box::pin(async move { tenants_ready.wait_until_ready().await }),
-            Box::pin(async move { config_map_store.wait_until_ready().await }),
+            Box::pin(async move {
+                ready_ctx.config_maps.wait_until_ready().await;
+                Ok(())
+            }),
         ];
         for mut waiting in waits {
             loop {
@@ -434,7 +439,7 @@ async fn run_controller(
     ready.abort();
     prune.abort();
     pending.abort();
-    ctx.set_config_map_store(None);
+    ctx.config_maps.reset();
     health.set_refresh(None);
 }
 

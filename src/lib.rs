@@ -31,6 +31,7 @@ pub mod alignment;
 pub mod api;
 pub mod cli;
 pub mod conditions;
+pub mod config_maps;
 pub mod controller;
 pub mod decide;
 pub mod dkim;

@@ -6,22 +6,21 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::FutureExt as _;
 use futures::future::join_all;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::alignment::{Provider, SenderCheck, SenderInput, Verdict, check_sender};
+use crate::config_maps::{ConfigMapCache, OwnedConfigMap};
 use crate::api::{
     FIELD_MANAGER, HelpdeskTenant, HelpdeskTenantStatus, RECHECK_ANNOTATION, condition,
 };
@@ -137,9 +136,9 @@ pub struct Context {
     /// Per tenant, the resourceVersion our last status write replaced: a cached object still
     /// at that version is older than what we recorded, and is not acted on.
     superseded: Mutex<HashMap<TenantKey, String>>,
-    /// The owned-ConfigMap watch store of the running Controller (docs/design.md §8
-    /// "Watches, caches, readiness, shutdown"): reconciles read ConfigMaps only from it.
-    config_maps: RwLock<Option<Store<ConfigMap>>>,
+    /// The owned ConfigMaps of the running Controller's watch (docs/design.md §8 "Watches,
+    /// caches, readiness, shutdown"): reconciles read ConfigMaps only from it.
+    pub config_maps: ConfigMapCache,
     /// Per tenant, the ConfigMap our last write returned, until the watch has caught up.
     written_config_maps: Mutex<HashMap<TenantKey, WrittenConfigMap>>,
     /// Tenants in the cache that were never checked; while any wait, due re-checks wait a
@@ -151,7 +150,7 @@ pub struct Context {
 struct WrittenConfigMap {
     /// The resourceVersion the write replaced; `None`: it created the ConfigMap.
     replaced: Option<String>,
-    object: Arc<ConfigMap>,
+    object: Arc<OwnedConfigMap>,
     at: Instant,
 }
 
@@ -195,40 +194,16 @@ impl Context {
             schedule: Schedule::default(),
             leadership,
             superseded: Mutex::new(HashMap::new()),
-            config_maps: RwLock::new(None),
+            config_maps: ConfigMapCache::default(),
             written_config_maps: Mutex::new(HashMap::new()),
             first_checks_pending: AtomicUsize::new(0),
         }
     }
 
-    /// Hands reconciles the owned-ConfigMap store of the Controller about to run.
-    pub fn set_config_map_store(&self, store: Option<Store<ConfigMap>>) {
-        *self.config_maps.write().unwrap_or_else(|p| p.into_inner()) = store;
-    }
-
-    /// Whether the owned-ConfigMap store has its first full list.
-    fn config_map_store_ready(&self) -> bool {
-        self.config_maps
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .is_some_and(|store| {
-                store
-                    .wait_until_ready()
-                    .now_or_never()
-                    .is_some_and(|r| r.is_ok())
-            })
-    }
-
     /// The tenant's ConfigMap as this process knows it: the watch store's object, or the one
     /// our last write returned while the store still shows the version that write replaced.
-    fn config_map(&self, key: &TenantKey, name: &str) -> Option<Arc<ConfigMap>> {
-        let stored = self
-            .config_maps
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .and_then(|store| store.get(&ObjectRef::new(name).within(&key.0)));
+    fn config_map(&self, key: &TenantKey, name: &str) -> Option<Arc<OwnedConfigMap>> {
+        let stored = self.config_maps.get(&key.0, name);
         let mut written = self
             .written_config_maps
             .lock()
@@ -236,11 +211,8 @@ impl Context {
         let Some(mine) = written.get(key) else {
             return stored;
         };
-        let stored_version = stored
-            .as_ref()
-            .and_then(|cm| cm.metadata.resource_version.clone());
-        let fresh = mine.at.elapsed() < WRITTEN_CONFIG_MAP_TTL
-            && mine.object.metadata.name.as_deref() == Some(name);
+        let stored_version = stored.as_ref().and_then(|cm| cm.resource_version.clone());
+        let fresh = mine.at.elapsed() < WRITTEN_CONFIG_MAP_TTL && mine.object.name == name;
         if fresh && stored_version == mine.replaced {
             return Some(mine.object.clone());
         }
@@ -261,7 +233,7 @@ impl Context {
                 key.clone(),
                 WrittenConfigMap {
                     replaced,
-                    object: Arc::new(strip_config_map(object)),
+                    object: Arc::new(OwnedConfigMap::from_object(&object)),
                     at: Instant::now(),
                 },
             );
@@ -285,8 +257,8 @@ impl Context {
         for owner in owners.filter(|o| o.kind == "HelpdeskTenant") {
             let key = Schedule::key(namespace, &owner.name);
             let same = written.get(&key).is_some_and(|mine| {
-                mine.object.metadata.name == cm.metadata.name
-                    && mine.object.metadata.resource_version.as_deref() == Some(version)
+                cm.metadata.name.as_deref() == Some(mine.object.name.as_str())
+                    && mine.object.resource_version.as_deref() == Some(version)
             });
             if same {
                 written.remove(&key);
@@ -333,23 +305,6 @@ pub fn strip_tenant(tenant: &mut HelpdeskTenant) {
         if annotations.is_empty() {
             tenant.metadata.annotations = None;
         }
-    }
-}
-
-/// What the watch store keeps of a mail-settings ConfigMap: labels, owner references,
-/// resourceVersion and the owned keys; no `managedFields`, annotations or other keys.
-pub fn strip_config_map(mut cm: ConfigMap) -> ConfigMap {
-    strip_config_map_in_place(&mut cm);
-    cm
-}
-
-/// [`strip_config_map`] for the watch stream's `modify` step.
-pub fn strip_config_map_in_place(cm: &mut ConfigMap) {
-    cm.metadata.managed_fields = None;
-    cm.metadata.annotations = None;
-    cm.binary_data = None;
-    if let Some(data) = cm.data.as_mut() {
-        data.retain(|k, _| keys::ALL.contains(&k.as_str()));
     }
 }
 
@@ -421,7 +376,7 @@ async fn reconcile_inner(
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     // ConfigMaps are read from their watch store only (docs/design.md §8): wait for its list.
-    if !ctx.config_map_store_ready() {
+    if !ctx.config_maps.is_ready() {
         debug!("ConfigMap cache not synced yet");
         return Ok(Action::requeue(Duration::from_millis(250)));
     }
@@ -542,7 +497,10 @@ async fn reconcile_inner(
             // Not in the store, yet it exists: not labelled as ours. Look at it once, so a
             // ConfigMap controlled by another object is reported, not overwritten.
             Err(Error::Conflict(_)) if existing.is_none() => {
-                existing = cm_api.get_opt(&cm_name).await?.map(Arc::new);
+                existing = cm_api
+                    .get_opt(&cm_name)
+                    .await?
+                    .map(|cm| Arc::new(OwnedConfigMap::from_object(&cm)));
                 if let Some(found) = &existing
                     && config_map_taken(tenant, found)?
                 {
@@ -696,7 +654,7 @@ async fn apply_config_map(
     key: &TenantKey,
     api: &Api<ConfigMap>,
     cm_name: &str,
-    existing: Option<&ConfigMap>,
+    existing: Option<&OwnedConfigMap>,
     data: &BTreeMap<String, String>,
 ) -> Result<(), Error> {
     let owner = tenant
@@ -704,22 +662,14 @@ async fn apply_config_map(
         .ok_or(Error::Incomplete("uid"))?;
     let labels = config_map_labels(tenant);
     if let Some(existing) = existing {
-        let controller = existing
-            .owner_references()
-            .iter()
-            .find(|r| r.controller == Some(true));
-        let current = existing.data.as_ref();
-        let same_data = keys::ALL
-            .iter()
-            .all(|k| current.and_then(|d| d.get(*k)) == data.get(*k));
         let labelled = labels
             .iter()
-            .all(|(k, v)| existing.labels().get(k) == Some(v));
-        if same_data && controller.is_some() && labelled {
+            .all(|(k, v)| existing.label(k) == Some(v.as_str()));
+        if existing.holds(data) && existing.controller_uid.is_some() && labelled {
             return Ok(());
         }
     }
-    let replaced = existing.and_then(|cm| cm.metadata.resource_version.clone());
+    let replaced = existing.and_then(|cm| cm.resource_version.clone());
     ctx.leadership.check()?;
     let written = match &replaced {
         Some(version) => {
@@ -774,16 +724,16 @@ async fn apply_config_map(
 }
 
 /// Whether another object controls the ConfigMap of that name.
-fn config_map_taken(tenant: &HelpdeskTenant, existing: &ConfigMap) -> Result<bool, Error> {
+fn config_map_taken(tenant: &HelpdeskTenant, existing: &OwnedConfigMap) -> Result<bool, Error> {
     let uid = tenant
         .metadata
         .uid
         .as_deref()
         .ok_or(Error::Incomplete("uid"))?;
     Ok(existing
-        .owner_references()
-        .iter()
-        .any(|r| r.controller == Some(true) && r.uid != uid))
+        .controller_uid
+        .as_deref()
+        .is_some_and(|controller| controller != uid))
 }
 
 /// Writes the status, conditional on the resourceVersion the decision was computed from
