@@ -429,7 +429,8 @@ pub struct SpfStatus {
     pub record_ttl: Option<u32>,
     /// RFC 7208 result per provider egress address, keyed by address.
     #[serde(default)]
-    pub results: BTreeMap<String, String>,
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub results: ResultsByAddress,
     /// DNS-querying terms used, of 10.
     #[serde(default)]
     pub lookups: u32,
@@ -442,6 +443,78 @@ pub struct SpfStatus {
     /// Problems found in the record, one sentence each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+/// The SPF result per egress address: a JSON object on the wire, a short sorted list in memory
+/// (every stored status of a fleet holds one per sender, usually with one or two entries, and
+/// a `BTreeMap` node takes over 500 bytes however few they are).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResultsByAddress(Box<[(String, String)]>);
+
+impl ResultsByAddress {
+    pub fn get(&self, address: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|(a, _)| a.as_str().cmp(address))
+            .ok()
+            .map(|i| self.0[i].1.as_str())
+    }
+
+    pub fn contains_key(&self, address: &str) -> bool {
+        self.get(address).is_some()
+    }
+
+    /// The entries in address order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(a, r)| (a.as_str(), r.as_str()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Sorted by address; of two entries for one address the later wins, as in a map.
+impl FromIterator<(String, String)> for ResultsByAddress {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(entries: I) -> Self {
+        let mut entries: Vec<(String, String)> = entries.into_iter().collect();
+        entries.reverse();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.dedup_by(|later, earlier| later.0 == earlier.0);
+        Self(entries.into_boxed_slice())
+    }
+}
+
+impl Serialize for ResultsByAddress {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for ResultsByAddress {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = ResultsByAddress;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of SPF results keyed by address")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(1));
+                while let Some(entry) = map.next_entry::<String, String>()? {
+                    entries.push(entry);
+                }
+                Ok(entries.into_iter().collect())
+            }
+        }
+        deserializer.deserialize_map(Entries)
+    }
 }
 
 /// DMARC detail of one sender.
@@ -559,6 +632,34 @@ fn strip_empty(value: &mut serde_json::Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn results_by_address_read_and_write_as_an_object() {
+        let results: ResultsByAddress = serde_json::from_str(
+            r#"{"192.0.2.2": "fail", "192.0.2.1": "pass", "192.0.2.2": "softfail"}"#,
+        )
+        .expect("an object");
+        assert_eq!(results.len(), 2);
+        assert_eq!(results.get("192.0.2.1"), Some("pass"));
+        assert_eq!(
+            results.get("192.0.2.2"),
+            Some("softfail"),
+            "the later entry wins"
+        );
+        assert!(!results.contains_key("192.0.2.3"));
+        assert_eq!(
+            serde_json::to_string(&results).expect("serializes"),
+            r#"{"192.0.2.1":"pass","192.0.2.2":"softfail"}"#
+        );
+        let same: ResultsByAddress = [
+            ("192.0.2.2".to_owned(), "softfail".to_owned()),
+            ("192.0.2.1".to_owned(), "pass".to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(same, results, "equal whatever the order they came in");
+        assert!(serde_json::from_str::<ResultsByAddress>(r#"["pass"]"#).is_err());
+    }
 
     #[test]
     fn durations_parse() {

@@ -228,15 +228,23 @@ mod tests {
         assert!(!cache.is_ready());
         cache.apply(&watcher::Event::Init);
         cache.apply(&watcher::Event::InitApply(cm("a", "1", "tenant")));
-        assert!(cache.get("ns", "a").is_none(), "not before the list is complete");
+        assert!(
+            cache.get("ns", "a").is_none(),
+            "not before the list is complete"
+        );
         cache.apply(&watcher::Event::InitDone);
         assert!(cache.is_ready());
-        assert_eq!(cache.get("ns", "a").map(|c| c.name.clone()).as_deref(), Some("a"));
+        assert_eq!(
+            cache.get("ns", "a").map(|c| c.name.clone()).as_deref(),
+            Some("a")
+        );
 
         cache.apply(&watcher::Event::Apply(cm("b", "2", "fallback")));
         cache.apply(&watcher::Event::Apply(cm("a", "3", "fallback")));
         assert_eq!(
-            cache.get("ns", "a").and_then(|c| c.resource_version.clone()),
+            cache
+                .get("ns", "a")
+                .and_then(|c| c.resource_version.clone()),
             Some("3".to_owned())
         );
         cache.apply(&watcher::Event::Delete(cm("b", "4", "fallback")));
@@ -246,7 +254,10 @@ mod tests {
         cache.apply(&watcher::Event::Init);
         cache.apply(&watcher::Event::InitApply(cm("c", "5", "tenant")));
         assert!(cache.is_ready());
-        assert!(cache.get("ns", "a").is_some(), "the old map serves until the list is done");
+        assert!(
+            cache.get("ns", "a").is_some(),
+            "the old map serves until the list is done"
+        );
         cache.apply(&watcher::Event::InitDone);
         assert!(cache.get("ns", "a").is_none());
         assert!(cache.get("ns", "c").is_some());

@@ -20,11 +20,11 @@ use serde_json::json;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::alignment::{Provider, SenderCheck, SenderInput, Verdict, check_sender};
-use crate::config_maps::{ConfigMapCache, OwnedConfigMap};
 use crate::api::{
     FIELD_MANAGER, HelpdeskTenant, HelpdeskTenantStatus, RECHECK_ANNOTATION, condition,
 };
 use crate::conditions::{self, same_ignoring_timestamps, set_condition};
+use crate::config_maps::{ConfigMapCache, OwnedConfigMap};
 use crate::decide::{self, Decision, EventKind, Input};
 use crate::dkim::ProviderSelector;
 use crate::dns::Resolver;
