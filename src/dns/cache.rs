@@ -3,10 +3,12 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use hickory_resolver::proto::rr::RecordType;
+use lru::LruCache;
 use tokio::sync::OnceCell;
 
 use super::{DnsError, MAX_POSITIVE_TTL};
@@ -81,16 +83,23 @@ pub(super) type Key = (String, RecordType, Vantage);
 
 /// The answers kept between lookups (design §6 "DNS").
 ///
-/// Bounded by a number of entries and evicting the least recently used one in O(1): a moka
-/// cache with its LRU policy. An entry stays after it stops being fresh, until it is evicted or
-/// [`RETAIN_ENTRY`] old, so the largest TTL seen for a record outlives the record's own TTL.
-/// The capacity only grows ([`AnswerCache::ensure_capacity`]); growing rebuilds the cache once
-/// and copies its entries, and grows by at least a quarter so that happens rarely.
+/// Bounded by a number of entries and evicting the least recently used one in O(1): an `lru`
+/// map (a hash map over a linked list, about 100 bytes per entry besides the key and answer)
+/// under one mutex, held only for a lookup or an insert. An entry stays after it stops being
+/// fresh, until it is evicted or [`RETAIN_ENTRY`] old, so the largest TTL seen for a record
+/// outlives the record's own TTL. The capacity only grows ([`AnswerCache::ensure_capacity`]),
+/// by at least a quarter each time.
 pub(super) struct AnswerCache {
-    pub(super) cache: RwLock<moka::sync::Cache<Key, Arc<Entry>>>,
-    pub(super) capacity: AtomicU64,
+    cache: Mutex<LruCache<Key, Kept>>,
+    capacity: AtomicU64,
     /// The capacity was set by the operator (`--dns-cache-size`) and does not grow.
-    pub(super) fixed: bool,
+    fixed: bool,
+}
+
+/// An entry and when it was stored.
+struct Kept {
+    entry: Arc<Entry>,
+    stored: Instant,
 }
 
 /// Longest time an entry is kept at all, fresh or not.
@@ -98,28 +107,21 @@ pub(super) const RETAIN_ENTRY: Duration = Duration::from_secs(MAX_POSITIVE_TTL a
 
 impl AnswerCache {
     pub(super) fn new(capacity: usize, fixed: bool) -> Self {
-        let capacity = capacity as u64;
         Self {
-            cache: RwLock::new(Self::build(capacity)),
-            capacity: AtomicU64::new(capacity),
+            cache: Mutex::new(LruCache::new(Self::bound(capacity))),
+            capacity: AtomicU64::new(capacity as u64),
             fixed,
         }
     }
 
-    pub(super) fn build(capacity: u64) -> moka::sync::Cache<Key, Arc<Entry>> {
-        moka::sync::Cache::builder()
-            .max_capacity(capacity)
-            .eviction_policy(moka::policy::EvictionPolicy::lru())
-            .time_to_live(RETAIN_ENTRY)
-            .build()
+    /// `lru` wants at least one entry; capacity 0 is handled before it is asked.
+    fn bound(capacity: usize) -> NonZeroUsize {
+        NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN)
     }
 
-    pub(super) fn handle(&self) -> moka::sync::Cache<Key, Arc<Entry>> {
-        // The handle is a cheap clone of shared state; a poisoned lock still holds a whole one.
-        self.cache
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+    fn lock(&self) -> MutexGuard<'_, LruCache<Key, Kept>> {
+        // A poisoned lock still holds a whole map: every change to it is one call.
+        self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(super) fn capacity(&self) -> usize {
@@ -130,22 +132,24 @@ impl AnswerCache {
         if self.capacity() == 0 {
             return None;
         }
-        self.handle().get(key)
+        let mut cache = self.lock();
+        let kept = cache.get(key)?;
+        if kept.stored.elapsed() < RETAIN_ENTRY {
+            return Some(kept.entry.clone());
+        }
+        cache.pop(key);
+        None
     }
 
     pub(super) fn insert(&self, key: Key, entry: Arc<Entry>) {
-        // Capacity 0 keeps nothing: moka would hold an entry until its next maintenance.
         if self.capacity() > 0 {
-            let cache = self.handle();
-            cache.insert(key, entry);
-            // moka evicts in batches; settling them on each insert (once per upstream query,
-            // amortized O(1)) keeps the bound exact rather than eventual.
-            cache.run_pending_tasks();
+            let stored = Instant::now();
+            self.lock().put(key, Kept { entry, stored });
         }
     }
 
     pub(super) fn clear(&self) {
-        self.handle().invalidate_all();
+        self.lock().clear();
     }
 
     /// Raises the capacity to at least `entries` unless it is fixed. Returns whether it grew.
@@ -153,29 +157,19 @@ impl AnswerCache {
         if self.fixed {
             return false;
         }
-        let entries = entries as u64;
-        let mut cache = self
-            .cache
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let current = self.capacity.load(Ordering::Relaxed);
+        let mut cache = self.lock();
+        let current = self.capacity();
         if entries <= current {
             return false;
         }
         let grown = entries.max(current.saturating_add(current / 4));
-        let bigger = Self::build(grown);
-        for (key, entry) in cache.iter() {
-            bigger.insert(Key::clone(&key), entry);
-        }
-        *cache = bigger;
-        self.capacity.store(grown, Ordering::Relaxed);
+        cache.resize(Self::bound(grown));
+        self.capacity.store(grown as u64, Ordering::Relaxed);
         true
     }
 
     #[cfg(test)]
     pub(super) fn len(&self) -> u64 {
-        let cache = self.handle();
-        cache.run_pending_tasks();
-        cache.entry_count()
+        self.lock().len() as u64
     }
 }
