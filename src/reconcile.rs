@@ -268,10 +268,17 @@ impl Context {
 
     /// Whether `tenant` is an older version than the one our last status write produced.
     fn is_superseded(&self, key: &TenantKey, tenant: &HelpdeskTenant) -> bool {
-        let superseded = self.superseded.lock().unwrap_or_else(|p| p.into_inner());
-        superseded.get(key).is_some_and(|version| {
-            tenant.metadata.resource_version.as_deref() == Some(version.as_str())
-        })
+        let mut superseded = self.superseded.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(version) = superseded.get(key) else {
+            return false;
+        };
+        if tenant.metadata.resource_version.as_deref() == Some(version.as_str()) {
+            return true;
+        }
+        // The cache has moved past the version our write replaced and never goes back to it:
+        // nothing is left to wait for, and a fleet does not keep a version per tenant.
+        superseded.remove(key);
+        false
     }
 
     fn record_write(&self, key: &TenantKey, replaced: Option<String>) {
