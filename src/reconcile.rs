@@ -441,7 +441,7 @@ async fn reconcile_inner(
     let cm_name = tenant.config_map_name();
     let cm_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
     // From the watch store, never a GET (docs/design.md §8).
-    let existing = ctx.config_map(&key, &cm_name);
+    let mut existing = ctx.config_map(&key, &cm_name);
 
     // Decide.
     let now = Timestamp::now();
@@ -487,28 +487,46 @@ async fn reconcile_inner(
     }
     if decision.status_changed {
         patch_status(tenant, ctx, &key, &decision.status).await?;
+        publish_events(tenant, ctx, &decision).await?;
     }
-    // Both follow the status write and neither needs the other: the Events announce what it
-    // recorded, the ConfigMap is derived from it. Sent side by side, a reconcile waits for one
-    // round trip to the API server fewer.
-    let events = async {
-        if decision.status_changed {
-            publish_events(tenant, ctx, &decision).await
-        } else {
-            Ok(())
-        }
-    };
-    let settings = async {
-        match &decision.config_map {
-            Some(data) => {
-                write_mail_settings(tenant, ctx, &key, &cm_api, &cm_name, existing, data).await
+    if let Some(data) = &decision.config_map {
+        match apply_config_map(
+            tenant,
+            ctx,
+            &key,
+            &cm_api,
+            &cm_name,
+            existing.as_deref(),
+            data,
+        )
+        .await
+        {
+            // Not in the store, yet it exists: not labelled as ours. Look at it once, so a
+            // ConfigMap controlled by another object is reported, not overwritten.
+            Err(Error::Conflict(_)) if existing.is_none() => {
+                existing = cm_api
+                    .get_opt(&cm_name)
+                    .await?
+                    .map(|cm| Arc::new(OwnedConfigMap::from_object(&cm)));
+                if let Some(found) = &existing
+                    && config_map_taken(tenant, found)?
+                {
+                    return Err(Error::ConfigMapTaken(cm_name.clone()));
+                }
+                apply_config_map(
+                    tenant,
+                    ctx,
+                    &key,
+                    &cm_api,
+                    &cm_name,
+                    existing.as_deref(),
+                    data,
+                )
+                .await?;
             }
-            None => Ok(()),
+            other => other?,
         }
-    };
-    let (events, settings) = tokio::join!(events, settings);
-    events?;
-    settings?;
+    }
 
     // Schedule.
     let Some(next) = decision.next_check else {
@@ -632,35 +650,6 @@ async fn check_all(
         debug!(sender = %check.address, result, "checked");
     }
     checks
-}
-
-/// Writes the tenant's mail settings: [`apply_config_map`], and when a create meets a
-/// ConfigMap of that name the store does not have (not labelled as ours), a look at it once, so
-/// a ConfigMap controlled by another object is reported, not overwritten.
-async fn write_mail_settings(
-    tenant: &HelpdeskTenant,
-    ctx: &Context,
-    key: &TenantKey,
-    api: &Api<ConfigMap>,
-    cm_name: &str,
-    existing: Option<Arc<OwnedConfigMap>>,
-    data: &BTreeMap<String, String>,
-) -> Result<(), Error> {
-    match apply_config_map(tenant, ctx, key, api, cm_name, existing.as_deref(), data).await {
-        Err(Error::Conflict(_)) if existing.is_none() => {
-            let found = api
-                .get_opt(cm_name)
-                .await?
-                .map(|cm| OwnedConfigMap::from_object(&cm));
-            if let Some(found) = &found
-                && config_map_taken(tenant, found)?
-            {
-                return Err(Error::ConfigMapTaken(cm_name.to_owned()));
-            }
-            apply_config_map(tenant, ctx, key, api, cm_name, found.as_ref(), data).await
-        }
-        other => other,
-    }
 }
 
 /// Writes the owned keys: a create when the store has no such ConfigMap (a 409 then means one
