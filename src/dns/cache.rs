@@ -2,8 +2,8 @@
 //! the queries in flight.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -121,7 +121,9 @@ impl AnswerCache {
 
     fn lock(&self) -> MutexGuard<'_, LruCache<Key, Kept>> {
         // A poisoned lock still holds a whole map: every change to it is one call.
-        self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(super) fn capacity(&self) -> usize {
