@@ -160,7 +160,8 @@ impl ConfigMapCache {
         self.ready.send_replace(false);
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.state
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -168,7 +169,8 @@ impl ConfigMapCache {
             .len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
