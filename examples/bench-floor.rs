@@ -9,6 +9,11 @@
 //!                     # prints the seconds taken, then removes the ConfigMaps again
 //! bench-floor wait    LABEL N TIMEOUT_SECONDS     # seconds until N tenants have a verdict
 //!                                                 # in status and their ConfigMap
+//! bench-floor switch  LABEL N EVERY TIMEOUT_SECONDS NEW_ZONE ZONE
+//!                     # once the watches are synced, renames NEW_ZONE onto ZONE (the DNS
+//!                     # server reloads it) and prints, for each tenant i < N with
+//!                     # i % EVERY == EVERY / 2, the seconds until its first failing verdict
+//!                     # and until its ConfigMap sends as the fallback
 //! ```
 //!
 //! Tenant `i` lives in namespace `PREFIX-(i % NAMESPACES)`, is named `t<i>`, carries the
@@ -26,7 +31,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, stream};
-use helpdesk_mail_operator::api::{HelpdeskTenant, HelpdeskTenantSpec, Mode};
+use helpdesk_mail_operator::api::{HelpdeskTenant, HelpdeskTenantSpec, Mode, SenderState};
+use helpdesk_mail_operator::mail_settings::keys;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -279,6 +285,109 @@ async fn wait(client: Client, args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Times the benchmark's DNS change row: the tenants whose record `NEW_ZONE` breaks, from the
+/// change to their first failing verdict in status and to the fallback in their ConfigMap.
+async fn switch(client: Client, args: &[String]) -> anyhow::Result<()> {
+    let label: String = arg(args, 1, "LABEL")?;
+    let n: usize = arg(args, 2, "N")?;
+    let every: usize = arg(args, 3, "EVERY")?;
+    let timeout: u64 = arg(args, 4, "TIMEOUT_SECONDS")?;
+    let new_zone: String = arg(args, 5, "NEW_ZONE")?;
+    let zone: String = arg(args, 6, "ZONE")?;
+    let changed: HashSet<String> = (0..n)
+        .filter(|i| i % every == every / 2)
+        .map(|i| format!("t{i}"))
+        .collect();
+    let selector = watcher::Config::default().labels(&format!("bench={label}"));
+    let tenants = watcher(Api::<HelpdeskTenant>::all(client.clone()), selector.clone());
+    let config_maps = watcher(Api::<ConfigMap>::all(client), selector);
+    // Both watches as one stream; the change is made once both have listed.
+    enum Seen {
+        Tenant(Box<HelpdeskTenant>),
+        ConfigMap(Box<ConfigMap>),
+        Synced,
+    }
+    fn seen<K>(event: watcher::Event<K>, wrap: fn(K) -> Seen) -> Option<Seen> {
+        match event {
+            watcher::Event::Apply(o) | watcher::Event::InitApply(o) => Some(wrap(o)),
+            watcher::Event::InitDone => Some(Seen::Synced),
+            _ => None,
+        }
+    }
+    let mut events = stream::select(
+        tenants.map_ok(|e| seen(e, |t| Seen::Tenant(Box::new(t)))),
+        config_maps.map_ok(|e| seen(e, |c| Seen::ConfigMap(Box::new(c)))),
+    )
+    .try_filter_map(|e| std::future::ready(Ok(e)))
+    .boxed();
+    let (mut synced, mut changed_at) = (0, None::<Instant>);
+    let (mut failed, mut switched) = (BTreeMap::new(), BTreeMap::new());
+    let deadline = tokio::time::sleep(Duration::from_secs(timeout));
+    tokio::pin!(deadline);
+    while switched.len() < changed.len() {
+        let next = tokio::select! {
+            _ = &mut deadline => anyhow::bail!(
+                "after {timeout} s, {} of {} changed tenants failed and {} sent as the fallback",
+                failed.len(),
+                changed.len(),
+                switched.len()
+            ),
+            next = events.try_next() => next?.ok_or_else(|| anyhow::anyhow!("a watch ended"))?,
+        };
+        let Some(since) = changed_at else {
+            if matches!(next, Seen::Synced) {
+                synced += 1;
+                if synced == 2 {
+                    std::fs::rename(&new_zone, &zone)?;
+                    changed_at = Some(Instant::now());
+                }
+            }
+            continue;
+        };
+        match next {
+            Seen::Tenant(t) => {
+                let name = t.metadata.name.clone().unwrap_or_default();
+                let failing = t
+                    .status
+                    .iter()
+                    .flat_map(|s| &s.senders)
+                    .any(|s| s.state == SenderState::Unaligned);
+                if failing && changed.contains(&name) {
+                    failed.entry(name).or_insert_with(|| since.elapsed());
+                }
+            }
+            Seen::ConfigMap(cm) => {
+                let owner = cm
+                    .metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .find(|o| o.controller == Some(true));
+                let fallback = cm
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get(keys::SENDER_MODE))
+                    .is_some_and(|m| m == "fallback");
+                if let Some(owner) = owner.filter(|o| fallback && changed.contains(&o.name)) {
+                    switched
+                        .entry(owner.name.clone())
+                        .or_insert_with(|| since.elapsed());
+                }
+            }
+            Seen::Synced => {}
+        }
+    }
+    for (name, applied) in &switched {
+        let failed = failed.get(name).copied().unwrap_or(*applied);
+        println!(
+            "{name} {:.3} {:.3}",
+            failed.as_secs_f64(),
+            applied.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -288,7 +397,8 @@ async fn main() -> ExitCode {
             Some("create") => create(client, &args).await,
             Some("floor") => floor(client, &args).await,
             Some("wait") => wait(client, &args).await,
-            _ => anyhow::bail!("usage: bench-floor create|floor|wait ..."),
+            Some("switch") => switch(client, &args).await,
+            _ => anyhow::bail!("usage: bench-floor create|floor|wait|switch ..."),
         }
     };
     match run.await {
