@@ -480,13 +480,13 @@ async fn reconcile_inner(
             now,
         );
         if previous.is_none_or(|p| !same_ignoring_timestamps(p, &status)) {
-            patch_status(tenant, ctx, &key, &status).await?;
+            write_status(tenant, ctx, &key, &status).await?;
             publish_events(tenant, ctx, &decision).await?;
         }
         return Err(error);
     }
     if decision.status_changed {
-        patch_status(tenant, ctx, &key, &decision.status).await?;
+        write_status(tenant, ctx, &key, &decision.status).await?;
         publish_events(tenant, ctx, &decision).await?;
     }
     if let Some(data) = &decision.config_map {
@@ -743,10 +743,11 @@ fn config_map_taken(tenant: &HelpdeskTenant, existing: &OwnedConfigMap) -> Resul
         .is_some_and(|controller| controller != uid))
 }
 
-/// Writes the status, conditional on the resourceVersion the decision was computed from
+/// Replaces the status, conditional on the resourceVersion the decision was computed from
 /// (docs/design.md §8 "Safe writes"): a conflict means another write came first, and the
-/// reconcile starts over from the fresh object.
-async fn patch_status(
+/// reconcile starts over from the fresh object. An update rather than an apply: the whole
+/// status is the operator's, and an update is the cheaper write for the API server.
+async fn write_status(
     tenant: &HelpdeskTenant,
     ctx: &Context,
     key: &TenantKey,
@@ -759,19 +760,23 @@ async fn patch_status(
         .resource_version
         .clone()
         .ok_or(Error::Incomplete("resourceVersion"))?;
-    let patch = json!({
-        "apiVersion": HelpdeskTenant::api_version(&()),
-        "kind": HelpdeskTenant::kind(&()),
-        "metadata": { "resourceVersion": version },
-        "status": status,
-    });
+    let body = HelpdeskTenant {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(namespace.clone()),
+            resource_version: Some(version.clone()),
+            ..ObjectMeta::default()
+        },
+        spec: tenant.spec.clone(),
+        status: Some(status.clone()),
+    };
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PostParams::default()
+    };
     ctx.leadership.check()?;
     let written = api
-        .patch_status(
-            name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
+        .replace_status(name, &params, &body)
         .await
         .map_err(|e| Error::from_write(e, "the HelpdeskTenant"))?;
     ctx.metrics.status_writes.inc();
