@@ -61,7 +61,10 @@ pub struct LeaseConfig {
 /// Runs the operator until SIGTERM or SIGINT.
 pub fn main(config: Config) -> ExitCode {
     telemetry::init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread carries every task (docs/design.md §8 "One thread"): the operator waits on
+    // the API server and DNS, and workers handing tasks to each other cost more CPU than the
+    // checks themselves.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
