@@ -324,7 +324,8 @@ async fn switch(client: Client, args: &[String]) -> anyhow::Result<()> {
     let (mut failed, mut switched) = (BTreeMap::new(), BTreeMap::new());
     let deadline = tokio::time::sleep(Duration::from_secs(timeout));
     tokio::pin!(deadline);
-    while switched.len() < changed.len() {
+    // Both times for every changed tenant: the two watches need not deliver in write order.
+    while switched.len() < changed.len() || failed.len() < changed.len() {
         let next = tokio::select! {
             _ = &mut deadline => anyhow::bail!(
                 "after {timeout} s, {} of {} changed tenants failed and {} sent as the fallback",
@@ -378,7 +379,7 @@ async fn switch(client: Client, args: &[String]) -> anyhow::Result<()> {
         }
     }
     for (name, applied) in &switched {
-        let failed = failed.get(name).copied().unwrap_or(*applied);
+        let failed = failed[name];
         println!(
             "{name} {:.3} {:.3}",
             failed.as_secs_f64(),

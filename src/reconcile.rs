@@ -1,6 +1,6 @@
 //! One reconcile of a HelpdeskTenant, as a pipeline: observe (provider egress addresses, the
 //! engine's verdict per sender, the existing ConfigMap) -> decide ([`crate::decide`], pure) ->
-//! act (apply the owned ConfigMap keys, patch the status, emit Events, all only when something
+//! act (apply the owned ConfigMap keys, replace the status, emit Events, all only when something
 //! changed).
 
 use std::collections::{BTreeMap, HashMap};
