@@ -7,8 +7,10 @@
 //! bench-floor floor   PREFIX N NAMESPACES LABEL CONCURRENCY [BODIES]
 //!                     # per tenant: one status apply, one ConfigMap create, one Event;
 //!                     # prints the seconds taken, then removes the ConfigMaps again
-//! bench-floor wait    LABEL N TIMEOUT_SECONDS     # seconds until N tenants have a verdict
-//!                                                 # in status and their ConfigMap
+//! bench-floor wait    LABEL N TIMEOUT_SECONDS [METRICS_ADDR]
+//!                     # seconds until N tenants have a verdict in status and their
+//!                     # ConfigMap; with METRICS_ADDR (the operator's metrics server), a
+//!                     # second line: the checks it had counted when the last verdict came
 //! bench-floor switch  LABEL N EVERY TIMEOUT_SECONDS NEW_ZONE ZONE
 //!                     # once the watches are synced, renames NEW_ZONE onto ZONE (the DNS
 //!                     # server reloads it) and prints, for each tenant i < N with
@@ -254,9 +256,17 @@ async fn wait(client: Client, args: &[String]) -> anyhow::Result<()> {
     let mut config_maps = watcher(Api::<ConfigMap>::all(client), selector)
         .applied_objects()
         .boxed();
+    let metrics: Option<String> = args.get(4).cloned();
+    let mut checks_at_last_verdict = None;
     let deadline = tokio::time::sleep(Duration::from_secs(timeout));
     tokio::pin!(deadline);
     while checked.len() < n || configured.len() < n {
+        if checked.len() == n
+            && checks_at_last_verdict.is_none()
+            && let Some(addr) = &metrics
+        {
+            checks_at_last_verdict = Some(checks_counted(addr).await?);
+        }
         tokio::select! {
             _ = &mut deadline => anyhow::bail!(
                 "after {timeout} s, {} of {n} tenants have a verdict and {} their ConfigMap",
@@ -282,7 +292,38 @@ async fn wait(client: Client, args: &[String]) -> anyhow::Result<()> {
         }
     }
     println!("{:.3}", started.elapsed().as_secs_f64());
+    if metrics.is_some() {
+        // The last ConfigMap may have come before the last verdict.
+        let checks = match checks_at_last_verdict {
+            Some(checks) => checks,
+            None => checks_counted(metrics.as_deref().unwrap_or_default()).await?,
+        };
+        println!("{checks}");
+    }
     Ok(())
+}
+
+/// The operator's `helpdesk_checks_total`, summed over its results, from its metrics server.
+async fn checks_counted(addr: &str) -> anyhow::Result<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut page = String::new();
+    stream.read_to_string(&mut page).await?;
+    let mut total = 0;
+    for line in page.lines() {
+        if line.starts_with("helpdesk_checks_total{") || line.starts_with("helpdesk_checks_total ")
+        {
+            let value = line.rsplit(' ').next().unwrap_or_default();
+            total += value
+                .parse::<f64>()
+                .map_err(|_| anyhow::anyhow!("metrics line {line:?}: not a number"))?
+                as u64;
+        }
+    }
+    Ok(total)
 }
 
 /// Times the benchmark's DNS change row: the tenants whose record `NEW_ZONE` breaks, from the

@@ -158,6 +158,9 @@ struct WrittenConfigMap {
 /// well within this; past it, the store is trusted again (a deletion, say).
 const WRITTEN_CONFIG_MAP_TTL: Duration = Duration::from_secs(10);
 
+/// How long a reconcile waits for the ConfigMap watch's first list before it is requeued.
+const CONFIG_MAP_LIST_WAIT: Duration = Duration::from_secs(1);
+
 /// How long a due re-check waits, each time, while tenants that were never checked are still
 /// waiting.
 const FIRST_CHECKS_FIRST: Duration = Duration::from_secs(5);
@@ -382,10 +385,15 @@ async fn reconcile_inner(
         debug!("cached object older than our last status write; waiting for it");
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    // ConfigMaps are read from their watch store only (docs/design.md §8): wait for its list.
-    if !ctx.config_maps.is_ready() {
+    // ConfigMaps are read from their watch store only (docs/design.md §8): wait for its list,
+    // here, so the first reconciles go on the moment it lands.
+    if !ctx.config_maps.is_ready()
+        && tokio::time::timeout(CONFIG_MAP_LIST_WAIT, ctx.config_maps.wait_until_ready())
+            .await
+            .is_err()
+    {
         debug!("ConfigMap cache not synced yet");
-        return Ok(Action::requeue(Duration::from_millis(250)));
+        return Ok(Action::requeue(CONFIG_MAP_LIST_WAIT));
     }
     let previous = tenant.status.as_ref();
 
