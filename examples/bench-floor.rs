@@ -292,11 +292,11 @@ async fn wait(client: Client, args: &[String]) -> anyhow::Result<()> {
         }
     }
     println!("{:.3}", started.elapsed().as_secs_f64());
-    if metrics.is_some() {
+    if let Some(addr) = &metrics {
         // The last ConfigMap may have come before the last verdict.
         let checks = match checks_at_last_verdict {
             Some(checks) => checks,
-            None => checks_counted(metrics.as_deref().unwrap_or_default()).await?,
+            None => checks_counted(addr).await?,
         };
         println!("{checks}");
     }

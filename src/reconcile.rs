@@ -393,7 +393,7 @@ async fn reconcile_inner(
             .is_err()
     {
         debug!("ConfigMap cache not synced yet");
-        return Ok(Action::requeue(CONFIG_MAP_LIST_WAIT));
+        return Ok(Action::requeue(Duration::from_millis(250)));
     }
     let previous = tenant.status.as_ref();
 
